@@ -1,0 +1,91 @@
+"""The one engine configuration object; the CLI, the offline LLM API and the server all build it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+from vdiff.errors import VdiffValidationError
+from vdiff.sampling_params import DECODING_POLICIES, DREAM_ALGORITHMS, KV_CACHE_MODES, REMASKING_STRATEGIES
+
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+DEVICES = ("auto", "cuda", "mps", "cpu")
+QUANTIZATIONS = ("bitsandbytes", "bitsandbytes-4bit", "bitsandbytes-8bit")
+
+
+@dataclass(slots=True)
+class EngineConfig:
+    """Everything the engine needs to load a model and schedule requests.
+
+    Diffusion fields set to None take the model family's defaults (see vdiff.models.registry).
+    """
+
+    model: str
+    """Local directory or Hugging Face repo id (resolved from the local cache)."""
+    tokenizer: str | None = None
+    revision: str | None = None
+    trust_remote_code: bool = False
+    dtype: str = "auto"
+    device: str = "auto"
+    quantization: str | None = None
+    seed: int = 0
+    max_model_len: int | None = None
+    max_num_seqs: int = 16
+    max_waiting_requests: int = 256
+    chat_template: str | None = None
+    generation_config: str = "auto"
+    """'auto' reads generation_config.json from the model; 'vdiff' ignores it; or a directory path."""
+    # Diffusion defaults for requests that do not set them.
+    diffusion_steps: int | None = None
+    block_length: int | None = None
+    remasking: str | None = None
+    dream_alg: str | None = None
+    # Fast decoding defaults.
+    decoding: str = "reference"
+    threshold: float = 0.9
+    factor: float | None = None
+    kv_cache: str = "none"
+    draft_model: str | None = None
+    apd_mixture_weight: float = 0.7
+    apd_kv_window: int = 16
+    apd_max_lookahead: int = 64
+    served_model_names: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise VdiffValidationError(f"--dtype must be one of {', '.join(DTYPES)}", "--dtype")
+        if self.device not in DEVICES:
+            raise VdiffValidationError(f"--device must be one of {', '.join(DEVICES)}", "--device")
+        if self.quantization is not None and self.quantization not in QUANTIZATIONS:
+            raise VdiffValidationError(
+                f"--quantization must be one of {', '.join(QUANTIZATIONS)}", "--quantization"
+            )
+        if self.max_num_seqs < 1:
+            raise VdiffValidationError("--max-num-seqs must be at least 1", "--max-num-seqs")
+        if self.max_waiting_requests < 0:
+            raise VdiffValidationError("--max-waiting-requests must be >= 0", "--max-waiting-requests")
+        if self.max_model_len is not None and self.max_model_len < 2:
+            raise VdiffValidationError("--max-model-len must be at least 2", "--max-model-len")
+        if self.diffusion_steps is not None and self.diffusion_steps < 1:
+            raise VdiffValidationError("--diffusion-steps must be at least 1", "--diffusion-steps")
+        if self.block_length is not None and self.block_length < 1:
+            raise VdiffValidationError("--block-length must be at least 1", "--block-length")
+        if self.remasking is not None and self.remasking not in REMASKING_STRATEGIES:
+            raise VdiffValidationError(
+                f"--remasking must be one of {', '.join(REMASKING_STRATEGIES)}", "--remasking"
+            )
+        if self.dream_alg is not None and self.dream_alg not in DREAM_ALGORITHMS:
+            raise VdiffValidationError(f"--dream-alg must be one of {', '.join(DREAM_ALGORITHMS)}", "--dream-alg")
+        if self.decoding not in DECODING_POLICIES:
+            raise VdiffValidationError(f"--decoding must be one of {', '.join(DECODING_POLICIES)}", "--decoding")
+        if not 0 < self.threshold <= 1:
+            raise VdiffValidationError("--threshold must be in (0, 1]", "--threshold")
+        if self.kv_cache not in KV_CACHE_MODES:
+            raise VdiffValidationError(f"--kv-cache must be one of {', '.join(KV_CACHE_MODES)}", "--kv-cache")
+        if self.decoding == "apd" and not self.draft_model:
+            raise VdiffValidationError("--decoding apd needs --draft-model", "--draft-model")
+        if not 0 <= self.apd_mixture_weight <= 1:
+            raise VdiffValidationError("--apd-mixture-weight must be in [0, 1]", "--apd-mixture-weight")
+
+    @classmethod
+    def field_names(cls) -> set[str]:
+        return {f.name for f in fields(cls)}

@@ -1,0 +1,45 @@
+"""What the engine reports back: per step, per request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class CompletionOutput:
+    """One of the n generations of a request, as committed so far."""
+
+    index: int
+    token_ids: list[int] = field(default_factory=list)
+    """All committed tokens of the answer so far (left-contiguous, never retracted, EOS excluded)."""
+    new_token_ids: list[int] = field(default_factory=list)
+    """Tokens the commit frontier advanced by in the step that produced this output."""
+    text: str = ""
+    new_text: str = ""
+    finish_reason: str | None = None  # "stop" | "length" | "abort"
+    stop_reason: int | str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+
+@dataclass(slots=True)
+class RequestStats:
+    """Per-request counters the metrics layer reads once the request finishes."""
+
+    arrival_time: float = 0.0
+    scheduled_time: float | None = None
+    first_token_time: float | None = None
+    finished_time: float | None = None
+    num_forwards: int = 0
+    num_denoising_steps: int = 0
+
+
+@dataclass(slots=True)
+class RequestOutput:
+    request_id: str
+    prompt_token_ids: list[int]
+    outputs: list[CompletionOutput]
+    finished: bool = False
+    stats: RequestStats = field(default_factory=RequestStats)
