@@ -1,0 +1,520 @@
+"""Tiny LLaDA / Dream / Qwen2 checkpoints written in the real Hugging Face layouts.
+
+Each factory writes config.json (the family's real field names), generation_config.json, the weights as
+one model.safetensors or as shards with model.safetensors.index.json, and a small byte-level BPE tokenizer
+(tokenizer.json, tokenizer_config.json with the family's chat template, special_tokens_map.json) whose
+special tokens have the real names and roles. Weights are random but scaled so logits are peaked: tests
+compare argmax decoding across code paths and near-ties would make them flaky.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+
+PRETOKENIZE_REGEX = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
+    r"""|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
+MERGES = [("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("i", "n"), ("a", "n"), ("Ġ", "a"), ("e", "r"), ("o", "n")]
+
+LLADA_SPECIAL_TOKENS = [
+    "<|startoftext|>",
+    "<|endoftext|>",
+    "<|mdm_mask|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+]
+DREAM_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|beginoftext|>", "<|mask|>"]
+
+LLADA_CHAT_TEMPLATE = (
+    "{% set loop_messages = messages %}{% for message in loop_messages %}"
+    "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'"
+    " + message['content'] | trim + '<|eot_id|>' %}"
+    "{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+QWEN_CHAT_TEMPLATE = (
+    "{%- if messages[0]['role'] == 'system' %}"
+    "{{- '<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>\n' }}"
+    "{%- else %}{{- '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{%- endif %}"
+    "{%- for message in messages %}{%- if not (message.role == 'system' and loop.first) %}"
+    "{{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>\n' }}{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"
+)
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte -> printable character table used by every byte-level BPE (space = Ġ, newline = Ċ)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    printable += list(range(ord("®"), ord("ÿ") + 1))
+    chars = printable[:]
+    shift = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            chars.append(256 + shift)
+            shift += 1
+    return dict(zip(printable, map(chr, chars), strict=True))
+
+
+def build_tokenizer(special_tokens: list[str], *, qwen_normalizer: bool) -> Tokenizer:
+    """Byte-level BPE: the 256 byte symbols, a few merges, then the special tokens numbered after them."""
+    vocab = {char: index for index, char in enumerate(sorted(bytes_to_unicode().values(), key=ord))}
+    for left, right in MERGES:
+        vocab[left + right] = len(vocab)
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=MERGES, fuse_unk=False, byte_fallback=False))
+    if qwen_normalizer:
+        tokenizer.normalizer = normalizers.NFC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.add_special_tokens(
+        [AddedToken(token, special=True, normalized=False) for token in special_tokens]
+    )
+    return tokenizer
+
+
+SAMPLE_TEXTS = (
+    "Hello world,\n\n  the answer is 42.\tok",
+    "<|im_start|>user\nhi<|im_end|><|mask|><|mdm_mask|><|eot_id|> the",
+    "héllo 世界 then\r\n",
+)
+
+
+def assert_tokenizer_consistent(path: str | Path) -> None:
+    """transformers may rebuild a tokenizer of a known model type; it must still give the file's ids."""
+    from transformers import AutoTokenizer
+
+    auto = AutoTokenizer.from_pretrained(path)
+    raw = Tokenizer.from_file(str(Path(path) / "tokenizer.json"))
+    for text in SAMPLE_TEXTS:
+        auto_ids = auto.encode(text, add_special_tokens=False)
+        raw_ids = raw.encode(text, add_special_tokens=False).ids
+        assert auto_ids == raw_ids, f"{path}: AutoTokenizer {auto_ids} != tokenizers {raw_ids} for {text!r}"
+        assert auto.decode(auto_ids) == text
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+
+
+def _write_tokenizer(
+    path: Path,
+    tokenizer: Tokenizer,
+    *,
+    tokenizer_class: str,
+    chat_template: str,
+    special_roles: dict[str, str],
+    model_max_length: int,
+) -> dict[str, int]:
+    tokenizer.save(str(path / "tokenizer.json"))
+    added = {
+        str(tokenizer.token_to_id(token.content)): {
+            "content": token.content,
+            "lstrip": False,
+            "normalized": False,
+            "rstrip": False,
+            "single_word": False,
+            "special": True,
+        }
+        for token in tokenizer.get_added_tokens_decoder().values()
+    }
+    config = {
+        "add_prefix_space": False,
+        "added_tokens_decoder": added,
+        "bos_token": special_roles.get("bos_token"),
+        "chat_template": chat_template,
+        "clean_up_tokenization_spaces": False,
+        "eos_token": special_roles["eos_token"],
+        "model_max_length": model_max_length,
+        "pad_token": special_roles["pad_token"],
+        "tokenizer_class": tokenizer_class,
+    }
+    if "mask_token" in special_roles:
+        config["mask_token"] = special_roles["mask_token"]
+    _write_json(path / "tokenizer_config.json", config)
+    _write_json(path / "special_tokens_map.json", {k: v for k, v in special_roles.items() if v is not None})
+    return {token: tokenizer.token_to_id(token) for token in tokenizer.get_vocab()}
+
+
+def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], *, sharded: bool) -> None:
+    """One model.safetensors, or two shards plus model.safetensors.index.json like `save_pretrained`."""
+    metadata = {"format": "pt"}
+    if not sharded:
+        save_file(tensors, str(path / "model.safetensors"), metadata=metadata)
+        return
+    names = list(tensors)
+    half = max(1, len(names) // 2)
+    shards = [names[:half], names[half:]]
+    weight_map: dict[str, str] = {}
+    for index, shard_names in enumerate(shards, start=1):
+        filename = f"model-{index:05d}-of-{len(shards):05d}.safetensors"
+        save_file({name: tensors[name] for name in shard_names}, str(path / filename), metadata=metadata)
+        weight_map.update(dict.fromkeys(shard_names, filename))
+    total_size = sum(t.numel() * t.element_size() for t in tensors.values())
+    _write_json(
+        path / "model.safetensors.index.json",
+        {"metadata": {"total_size": total_size}, "weight_map": dict(sorted(weight_map.items()))},
+    )
+
+
+class _Init:
+    """Seeded random init: activations stay O(1) per layer; the LM head is scaled so logits are peaked."""
+
+    def __init__(self, seed: int, dtype: torch.dtype) -> None:
+        self.generator = torch.Generator().manual_seed(seed)
+        self.dtype = dtype
+
+    def normal(self, *shape: int, std: float, mean: float = 0.0) -> torch.Tensor:
+        values = torch.randn(*shape, generator=self.generator) * std + mean
+        return values.to(self.dtype)
+
+    def linear(self, out_features: int, in_features: int) -> torch.Tensor:
+        return self.normal(out_features, in_features, std=in_features**-0.5)
+
+    def norm(self, size: int) -> torch.Tensor:
+        return self.normal(size, std=0.1, mean=1.0)
+
+    def bias(self, size: int) -> torch.Tensor:
+        return self.normal(size, std=0.1)
+
+    def lm_head(self, vocab: int, d_model: int, silent_ids: Iterable[int]) -> torch.Tensor:
+        weight = self.normal(vocab, d_model, std=6.0 * d_model**-0.5)
+        for token_id in silent_ids:
+            weight[token_id] = 0  # real models never predict the mask token; keep its logit at 0
+        return weight
+
+
+def make_llada_checkpoint(
+    path: str | Path,
+    *,
+    n_layers: int = 2,
+    d_model: int = 64,
+    n_heads: int = 4,
+    n_kv_heads: int = 4,
+    mlp_hidden_size: int = 128,
+    sharded: bool = False,
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+    max_sequence_length: int = 512,
+    include_bias: bool = False,
+    include_qkv_bias: bool = False,
+    weight_tying: bool = False,
+    rope_theta: float = 500000.0,
+    generation_config: dict | None = None,
+) -> Path:
+    """A LLaDA-8B-Instruct-shaped checkpoint (model.transformer.* tensor names), scaled down."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer(LLADA_SPECIAL_TOKENS, qwen_normalizer=False)
+    ids = _write_tokenizer(
+        path,
+        tokenizer,
+        tokenizer_class="PreTrainedTokenizerFast",
+        chat_template=LLADA_CHAT_TEMPLATE,
+        special_roles={
+            "bos_token": "<|startoftext|>",
+            "eos_token": "<|endoftext|>",
+            "pad_token": "<|endoftext|>",
+        },
+        model_max_length=max_sequence_length,
+    )
+    vocab_size = tokenizer.get_vocab_size()
+    mask_id, eos_id, bos_id = ids["<|mdm_mask|>"], ids["<|endoftext|>"], ids["<|startoftext|>"]
+    head_dim = d_model // n_heads
+    init = _Init(seed, dtype)
+    prefix = "model.transformer."
+    tensors = {prefix + "wte.weight": init.normal(vocab_size, d_model, std=1.0)}
+    for i in range(n_layers):
+        block = f"{prefix}blocks.{i}."
+        shapes = {
+            "q_proj": (d_model, d_model),
+            "k_proj": (n_kv_heads * head_dim, d_model),
+            "v_proj": (n_kv_heads * head_dim, d_model),
+            "attn_out": (d_model, d_model),
+            "ff_proj": (mlp_hidden_size, d_model),
+            "up_proj": (mlp_hidden_size, d_model),
+            "ff_out": (d_model, mlp_hidden_size),
+        }
+        for name, (out_features, in_features) in shapes.items():
+            tensors[f"{block}{name}.weight"] = init.linear(out_features, in_features)
+            is_qkv = name in ("q_proj", "k_proj", "v_proj")
+            if include_bias or (include_qkv_bias and is_qkv):
+                tensors[f"{block}{name}.bias"] = init.bias(out_features)
+        tensors[block + "attn_norm.weight"] = init.norm(d_model)
+        tensors[block + "ff_norm.weight"] = init.norm(d_model)
+    tensors[prefix + "ln_f.weight"] = init.norm(d_model)
+    if not weight_tying:
+        tensors[prefix + "ff_out.weight"] = init.lm_head(vocab_size, d_model, [mask_id])
+        if include_bias:
+            tensors[prefix + "ff_out.bias"] = init.bias(vocab_size)
+    write_safetensors(path, tensors, sharded=sharded)
+    _write_json(
+        path / "config.json",
+        {
+            "activation_type": "silu",
+            "alibi": False,
+            "alibi_bias_max": 8.0,
+            "architectures": ["LLaDAModelLM"],
+            "attention_dropout": 0.0,
+            "attention_layer_norm": False,
+            "attention_layer_norm_with_affine": True,
+            "bias_for_layer_norm": False,
+            "block_group_size": 1,
+            "block_type": "llama",
+            "d_model": d_model,
+            "embedding_dropout": 0.0,
+            "embedding_size": vocab_size,
+            "eos_token_id": eos_id,
+            "flash_attention": False,
+            "include_bias": include_bias,
+            "include_qkv_bias": include_qkv_bias,
+            "init_device": "meta",
+            "init_fn": "mitchell",
+            "init_std": 0.02,
+            "input_emb_norm": False,
+            "layer_norm_type": "rms",
+            "layer_norm_with_affine": True,
+            "mask_token_id": mask_id,
+            "max_sequence_length": max_sequence_length,
+            "mlp_hidden_size": mlp_hidden_size,
+            "mlp_ratio": 4,
+            "model_type": "llada",
+            "multi_query_attention": None,
+            "n_heads": n_heads,
+            "n_kv_heads": n_kv_heads,
+            "n_layers": n_layers,
+            "pad_token_id": eos_id,
+            "precision": "amp_bf16",
+            "residual_dropout": 0.0,
+            "rms_norm_eps": 1e-5,
+            "rope": True,
+            "rope_full_precision": True,
+            "rope_theta": rope_theta,
+            "scale_logits": False,
+            "torch_dtype": str(dtype).removeprefix("torch."),
+            "transformers_version": "4.46.3",
+            "use_cache": False,
+            "vocab_size": vocab_size,
+            "weight_tying": weight_tying,
+        },
+    )
+    _write_json(
+        path / "generation_config.json",
+        generation_config
+        or {
+            "bos_token_id": bos_id,
+            "eos_token_id": eos_id,
+            "pad_token_id": eos_id,
+            "transformers_version": "4.46.3",
+        },
+    )
+    assert_tokenizer_consistent(path)
+    return path
+
+
+def _qwen2_tensors(
+    init: _Init,
+    *,
+    vocab_size: int,
+    hidden_size: int,
+    n_layers: int,
+    n_heads: int,
+    n_kv_heads: int,
+    intermediate_size: int,
+    tie_word_embeddings: bool,
+    silent_ids: list[int],
+) -> dict[str, torch.Tensor]:
+    head_dim = hidden_size // n_heads
+    embed_std = 6.0 * hidden_size**-0.5 if tie_word_embeddings else 1.0
+    tensors = {"model.embed_tokens.weight": init.normal(vocab_size, hidden_size, std=embed_std)}
+    for i in range(n_layers):
+        layer = f"model.layers.{i}."
+        for name, out_features in (
+            ("q", hidden_size),
+            ("k", n_kv_heads * head_dim),
+            ("v", n_kv_heads * head_dim),
+        ):
+            tensors[f"{layer}self_attn.{name}_proj.weight"] = init.linear(out_features, hidden_size)
+            tensors[f"{layer}self_attn.{name}_proj.bias"] = init.bias(out_features)
+        tensors[layer + "self_attn.o_proj.weight"] = init.linear(hidden_size, hidden_size)
+        tensors[layer + "mlp.gate_proj.weight"] = init.linear(intermediate_size, hidden_size)
+        tensors[layer + "mlp.up_proj.weight"] = init.linear(intermediate_size, hidden_size)
+        tensors[layer + "mlp.down_proj.weight"] = init.linear(hidden_size, intermediate_size)
+        tensors[layer + "input_layernorm.weight"] = init.norm(hidden_size)
+        tensors[layer + "post_attention_layernorm.weight"] = init.norm(hidden_size)
+    tensors["model.norm.weight"] = init.norm(hidden_size)
+    if not tie_word_embeddings:
+        tensors["lm_head.weight"] = init.lm_head(vocab_size, hidden_size, silent_ids)
+    return tensors
+
+
+def _make_qwen2_family_checkpoint(
+    path: str | Path,
+    *,
+    model_type: str,
+    architectures: list[str],
+    n_layers: int,
+    hidden_size: int,
+    n_heads: int,
+    n_kv_heads: int,
+    intermediate_size: int,
+    sharded: bool,
+    dtype: torch.dtype,
+    seed: int,
+    max_position_embeddings: int,
+    tie_word_embeddings: bool,
+    rope_theta: float,
+    generation_config: dict | None,
+) -> Path:
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer(DREAM_SPECIAL_TOKENS, qwen_normalizer=True)
+    is_dream = model_type == "Dream"
+    roles = {"eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>"}
+    if is_dream:
+        roles |= {"bos_token": "<|beginoftext|>", "mask_token": "<|mask|>"}
+    ids = _write_tokenizer(
+        path,
+        tokenizer,
+        tokenizer_class="Qwen2Tokenizer",
+        chat_template=QWEN_CHAT_TEMPLATE,
+        special_roles=roles,
+        model_max_length=max_position_embeddings,
+    )
+    vocab_size = tokenizer.get_vocab_size()
+    eos_id, im_end_id, mask_id = ids["<|endoftext|>"], ids["<|im_end|>"], ids["<|mask|>"]
+    tensors = _qwen2_tensors(
+        _Init(seed, dtype),
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        n_layers=n_layers,
+        n_heads=n_heads,
+        n_kv_heads=n_kv_heads,
+        intermediate_size=intermediate_size,
+        tie_word_embeddings=tie_word_embeddings,
+        silent_ids=[mask_id],
+    )
+    write_safetensors(path, tensors, sharded=sharded)
+    config = {
+        "architectures": architectures,
+        "attention_dropout": 0.0,
+        "bos_token_id": eos_id,
+        "eos_token_id": eos_id if is_dream else im_end_id,
+        "hidden_act": "silu",
+        "hidden_size": hidden_size,
+        "initializer_range": 0.02,
+        "intermediate_size": intermediate_size,
+        "max_position_embeddings": max_position_embeddings,
+        "max_window_layers": n_layers,
+        "model_type": model_type,
+        "num_attention_heads": n_heads,
+        "num_hidden_layers": n_layers,
+        "num_key_value_heads": n_kv_heads,
+        "pad_token_id": eos_id,
+        "rms_norm_eps": 1e-6,
+        "rope_scaling": None,
+        "rope_theta": rope_theta,
+        "sliding_window": None,
+        "tie_word_embeddings": tie_word_embeddings,
+        "torch_dtype": str(dtype).removeprefix("torch."),
+        "transformers_version": "4.46.2",
+        "use_cache": True,
+        "use_sliding_window": False,
+        "vocab_size": vocab_size,
+    }
+    if is_dream:
+        config["mask_token_id"] = mask_id
+    _write_json(path / "config.json", config)
+    default_generation = {
+        "bos_token_id": eos_id,
+        "eos_token_id": [im_end_id, eos_id] if not is_dream else eos_id,
+        "pad_token_id": eos_id,
+        "transformers_version": "4.46.2",
+    }
+    _write_json(path / "generation_config.json", generation_config or default_generation)
+    assert_tokenizer_consistent(path)
+    return path
+
+
+def make_dream_checkpoint(
+    path: str | Path,
+    *,
+    n_layers: int = 2,
+    hidden_size: int = 64,
+    n_heads: int = 4,
+    n_kv_heads: int = 2,
+    intermediate_size: int = 128,
+    sharded: bool = False,
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+    max_position_embeddings: int = 512,
+    tie_word_embeddings: bool = False,
+    rope_theta: float = 1000000.0,
+    generation_config: dict | None = None,
+) -> Path:
+    """A Dream-v0-Instruct-shaped checkpoint (Qwen2 tensor names, GQA, q/k/v bias), scaled down."""
+    return _make_qwen2_family_checkpoint(
+        path,
+        model_type="Dream",
+        architectures=["DreamModel"],
+        n_layers=n_layers,
+        hidden_size=hidden_size,
+        n_heads=n_heads,
+        n_kv_heads=n_kv_heads,
+        intermediate_size=intermediate_size,
+        sharded=sharded,
+        dtype=dtype,
+        seed=seed,
+        max_position_embeddings=max_position_embeddings,
+        tie_word_embeddings=tie_word_embeddings,
+        rope_theta=rope_theta,
+        generation_config=generation_config,
+    )
+
+
+def make_qwen2_ar_checkpoint(
+    path: str | Path,
+    *,
+    n_layers: int = 2,
+    hidden_size: int = 64,
+    n_heads: int = 4,
+    n_kv_heads: int = 2,
+    intermediate_size: int = 128,
+    sharded: bool = False,
+    dtype: torch.dtype = torch.float32,
+    seed: int = 1,
+    max_position_embeddings: int = 512,
+    tie_word_embeddings: bool = True,
+    rope_theta: float = 1000000.0,
+    generation_config: dict | None = None,
+) -> Path:
+    """A Qwen2.5-0.5B-Instruct-shaped causal LM sharing Dream's tokenizer (the APD verifier)."""
+    return _make_qwen2_family_checkpoint(
+        path,
+        model_type="qwen2",
+        architectures=["Qwen2ForCausalLM"],
+        n_layers=n_layers,
+        hidden_size=hidden_size,
+        n_heads=n_heads,
+        n_kv_heads=n_kv_heads,
+        intermediate_size=intermediate_size,
+        sharded=sharded,
+        dtype=dtype,
+        seed=seed,
+        max_position_embeddings=max_position_embeddings,
+        tie_word_embeddings=tie_word_embeddings,
+        rope_theta=rope_theta,
+        generation_config=generation_config,
+    )

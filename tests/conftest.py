@@ -1,0 +1,23 @@
+"""Shared fixtures: tiny checkpoints in the real LLaDA / Dream / Qwen2 layouts (built once per session)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from checkpoint_factory import make_dream_checkpoint, make_llada_checkpoint, make_qwen2_ar_checkpoint
+
+
+@pytest.fixture(scope="session")
+def llada_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_llada_checkpoint(tmp_path_factory.mktemp("llada-tiny"))
+
+
+@pytest.fixture(scope="session")
+def dream_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_dream_checkpoint(tmp_path_factory.mktemp("dream-tiny"))
+
+
+@pytest.fixture(scope="session")
+def qwen2_ar_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_qwen2_ar_checkpoint(tmp_path_factory.mktemp("qwen2-ar-tiny"))
