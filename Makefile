@@ -33,3 +33,103 @@ lint: venv ## Lint with ruff
 .PHONY: serve
 serve: venv ## Serve the built-in demo model on http://localhost:8000
 	$(VENV)/bin/vdiff serve $(SERVE_ARGS)
+
+# ---- Images, deployment and the OLM bundle (config/, bundle/, Containerfile.*) ----
+VERSION ?= 0.1.0
+CHANNELS ?= alpha
+DEFAULT_CHANNEL ?= alpha
+IMAGE_TAG_BASE ?= quay.io/vdiff/vdiff
+IMG ?= $(IMAGE_TAG_BASE)-operator:$(VERSION)
+SERVER_IMG ?= $(IMAGE_TAG_BASE)-server:$(VERSION)
+BUNDLE_IMG ?= $(IMAGE_TAG_BASE)-operator-bundle:v$(VERSION)
+CATALOG_IMG ?= $(IMAGE_TAG_BASE)-operator-catalog:v$(VERSION)
+BUNDLE_GEN ?= builtin
+CONTAINER_TOOL ?= $(shell command -v podman 2>/dev/null || command -v docker 2>/dev/null)
+KUBECTL ?= $(shell command -v oc 2>/dev/null || command -v kubectl 2>/dev/null)
+HOST_PY ?= $(shell test -x $(PY) && echo $(PY) || echo $(PYTHON))
+
+define require_container_tool
+	@test -n "$(CONTAINER_TOOL)" || { echo "error: no podman or docker found; install one or set CONTAINER_TOOL=" >&2; exit 1; }
+endef
+define require_kubectl
+	@test -n "$(KUBECTL)" || { echo "error: no oc or kubectl found; install one or set KUBECTL=" >&2; exit 1; }
+endef
+
+##@ Build
+
+.PHONY: image-server
+image-server: ## Build the vdiff server image (CUDA) as $(SERVER_IMG)
+	$(require_container_tool)
+	$(CONTAINER_TOOL) build -f Containerfile.server --build-arg VERSION=$(VERSION) -t $(SERVER_IMG) .
+
+.PHONY: image-operator
+image-operator: ## Build the operator image as $(IMG)
+	$(require_container_tool)
+	$(CONTAINER_TOOL) build -f Containerfile.operator --build-arg VERSION=$(VERSION) -t $(IMG) .
+
+.PHONY: image-push
+image-push: ## Push $(IMG) and $(SERVER_IMG)
+	$(require_container_tool)
+	$(CONTAINER_TOOL) push $(IMG)
+	$(CONTAINER_TOOL) push $(SERVER_IMG)
+
+##@ Deployment
+
+.PHONY: install
+install: ## Install the DiffusionModel CRD into the current cluster
+	$(require_kubectl)
+	$(KUBECTL) kustomize config/crd | $(KUBECTL) apply -f -
+
+.PHONY: uninstall
+uninstall: ## Remove the DiffusionModel CRD (and every DiffusionModel) from the current cluster
+	$(require_kubectl)
+	$(KUBECTL) kustomize config/crd | $(KUBECTL) delete --ignore-not-found -f -
+
+.PHONY: deploy
+deploy: ## Deploy the operator (namespace vdiff-system) with IMG and SERVER_IMG
+	$(require_kubectl)
+	$(HOST_PY) hack/render_overlay.py config/default --img $(IMG) --server-img $(SERVER_IMG) | $(KUBECTL) apply -f -
+
+.PHONY: undeploy
+undeploy: ## Remove the operator, its RBAC, namespace and the CRD
+	$(require_kubectl)
+	$(HOST_PY) hack/render_overlay.py config/default --img $(IMG) --server-img $(SERVER_IMG) | $(KUBECTL) delete --ignore-not-found -f -
+
+.PHONY: rhoai-template
+rhoai-template: ## Regenerate config/rhoai (dashboard Template) from the operator's builder
+	$(HOST_PY) hack/generate_rhoai_template.py
+
+##@ Bundle
+
+.PHONY: bundle
+bundle: ## Generate bundle/ and bundle.Dockerfile from config/ (BUNDLE_GEN=operator-sdk to use operator-sdk)
+ifeq ($(BUNDLE_GEN),operator-sdk)
+	$(HOST_PY) hack/render_overlay.py config/manifests --img $(IMG) --server-img $(SERVER_IMG) \
+		| operator-sdk generate bundle -q --overwrite --version $(VERSION) --channels=$(CHANNELS) --default-channel=$(DEFAULT_CHANNEL)
+else
+	$(HOST_PY) hack/generate_bundle.py --version $(VERSION) --img $(IMG) --server-img $(SERVER_IMG) \
+		--channels $(CHANNELS) --default-channel $(DEFAULT_CHANNEL)
+endif
+	@if command -v operator-sdk >/dev/null 2>&1; then operator-sdk bundle validate ./bundle --select-optional suite=operatorframework; \
+	else echo "operator-sdk not found: bundle checked by tests/deploy (make test) instead of operator-sdk bundle validate"; fi
+
+.PHONY: bundle-build
+bundle-build: ## Build the bundle image $(BUNDLE_IMG)
+	$(require_container_tool)
+	$(CONTAINER_TOOL) build -f bundle.Dockerfile -t $(BUNDLE_IMG) .
+
+.PHONY: bundle-push
+bundle-push: ## Push the bundle image $(BUNDLE_IMG)
+	$(require_container_tool)
+	$(CONTAINER_TOOL) push $(BUNDLE_IMG)
+
+.PHONY: catalog-build
+catalog-build: ## Build a catalog image $(CATALOG_IMG) holding $(BUNDLE_IMG) (needs opm)
+	@command -v opm >/dev/null 2>&1 || { echo "error: opm not found (https://github.com/operator-framework/operator-registry/releases)" >&2; exit 1; }
+	$(require_container_tool)
+	opm index add --container-tool $(notdir $(CONTAINER_TOOL)) --mode semver --tag $(CATALOG_IMG) --bundles $(BUNDLE_IMG)
+
+.PHONY: catalog-push
+catalog-push: ## Push the catalog image $(CATALOG_IMG)
+	$(require_container_tool)
+	$(CONTAINER_TOOL) push $(CATALOG_IMG)
