@@ -1,0 +1,80 @@
+"""DiffusionModel spec -> vdiff server flags. The decoding profile table lives here and only here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vdiff_operator.models import DiffusionModel
+
+DRAFT_MOUNT_PATH = "/mnt/draft-model"
+
+# profile -> server settings; `fast` picks APD when a draft model is given.
+PROFILES: dict[str, dict[str, Any]] = {
+    "quality": {"decoding": "reference"},
+    "balanced": {"decoding": "threshold", "threshold": 0.9, "kv_cache": "prefix"},
+    "fast": {"decoding": "threshold", "threshold": 0.7, "kv_cache": "dual"},
+}
+FAST_WITH_DRAFT: dict[str, Any] = {"decoding": "apd"}
+
+
+def decoding_settings(dm: DiffusionModel) -> dict[str, Any]:
+    """The profile's settings, then every explicit override from spec.decoding."""
+    decoding = dm.spec.decoding
+    settings = dict(PROFILES[decoding.profile])
+    if decoding.profile == "fast" and dm.spec.draft_model is not None:
+        settings = dict(FAST_WITH_DRAFT)
+    overrides = {
+        "decoding": decoding.decoding,
+        "threshold": decoding.threshold,
+        "kv_cache": decoding.kv_cache,
+        "diffusion_steps": decoding.steps,
+        "block_length": decoding.block_length,
+        "remasking": decoding.remasking,
+        "dream_alg": decoding.dream_alg,
+    }
+    if decoding.apd is not None:
+        overrides |= {
+            "apd_mixture_weight": decoding.apd.mixture_weight,
+            "apd_kv_window": decoding.apd.kv_window,
+            "apd_max_lookahead": decoding.apd.max_lookahead,
+        }
+    settings |= {key: value for key, value in overrides.items() if value is not None}
+    if settings.get("decoding") != "threshold":
+        settings.pop("threshold", None)
+    return settings
+
+
+def draft_model_arg(dm: DiffusionModel) -> str | None:
+    """hf:// drafts become a repo id the server resolves; pvc:// drafts are mounted (inferenceservice)."""
+    if dm.spec.draft_model is None:
+        return None
+    scheme, _, rest = dm.spec.draft_model.uri.partition("://")
+    if scheme == "hf":
+        return rest
+    _claim, _, path = rest.partition("/")
+    return f"{DRAFT_MOUNT_PATH}/{path}".rstrip("/")
+
+
+def _flag(name: str, value: Any) -> str:
+    return f"--{name.replace('_', '-')}={value}"
+
+
+def model_args(dm: DiffusionModel) -> list[str]:
+    """Flags the InferenceService adds after the runtime's (--port, --model)."""
+    spec = dm.spec
+    args = [_flag("served_model_name", dm.served_model_name)]
+    args += [_flag(key, value) for key, value in decoding_settings(dm).items()]
+    draft = draft_model_arg(dm)
+    if draft is not None:
+        args.append(_flag("draft_model", draft))
+    if spec.model.max_model_len is not None:
+        args.append(_flag("max_model_len", spec.model.max_model_len))
+    if spec.model.max_num_seqs is not None:
+        args.append(_flag("max_num_seqs", spec.model.max_num_seqs))
+    if spec.model.dtype is not None:
+        args.append(_flag("dtype", spec.model.dtype))
+    if spec.quantization is not None:
+        args.append(_flag("quantization", spec.quantization))
+    if spec.model.trust_remote_code:
+        args.append("--trust-remote-code")
+    return args + list(spec.args)

@@ -1,0 +1,106 @@
+"""Names, labels, annotations and owner references shared by every child object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from vdiff_operator.models import API_VERSION, KIND, DiffusionModel
+
+MANAGED_BY = "vdiff-operator"
+LABEL_PREFIX = "vdiff.io"
+OWNER_LABEL = f"{LABEL_PREFIX}/diffusionmodel"
+DASHBOARD_LABEL = "opendatahub.io/dashboard"
+SERVER_PORT = 8080
+PORT_NAME = "http"
+MODEL_FORMAT = "vdiff"
+TEMPLATE_NAME = "vdiff-runtime-template"
+TEMPLATE_DISPLAY_NAME = "vdiff ServingRuntime for KServe (diffusion LLMs)"
+DEFAULT_IMAGE = "quay.io/vdiff/vdiff-server:0.1.0"
+IMAGE_ENV = "RELATED_IMAGE_VDIFF_SERVER"
+
+
+@dataclass(frozen=True)
+class Platform:
+    """What the cluster offers; decides which children exist."""
+
+    has_route_api: bool = False
+    has_service_monitor_api: bool = False
+    has_dsc_initialization: bool = False
+    applications_namespace: str | None = None
+    default_image: str = DEFAULT_IMAGE
+
+    @classmethod
+    def openshift(cls, *, rhoai: bool = False, default_image: str = DEFAULT_IMAGE) -> Platform:
+        return cls(
+            has_route_api=True,
+            has_service_monitor_api=True,
+            has_dsc_initialization=rhoai,
+            applications_namespace="redhat-ods-applications" if rhoai else None,
+            default_image=default_image,
+        )
+
+
+def inference_service_name(dm: DiffusionModel) -> str:
+    return dm.name
+
+
+def serving_runtime_name(dm: DiffusionModel) -> str:
+    return dm.name
+
+
+def predictor_service_name(dm: DiffusionModel) -> str:
+    """The Service KServe (raw mode) creates for the predictor."""
+    return f"{dm.name}-predictor"
+
+
+def route_name(dm: DiffusionModel) -> str:
+    """Never `<isvc>`: odh-model-controller owns a Route of that name when the isvc is exposed."""
+    return f"{dm.name}-api"
+
+
+def service_monitor_name(dm: DiffusionModel) -> str:
+    """Never `<isvc>-metrics`: odh-model-controller's name."""
+    return f"{dm.name}-engine"
+
+
+def labels(dm: DiffusionModel) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "vdiff",
+        "app.kubernetes.io/instance": dm.name,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        OWNER_LABEL: dm.name,
+    }
+
+
+def display_name(dm: DiffusionModel) -> str:
+    return dm.spec.display_name or dm.name
+
+
+def owner_reference(dm: DiffusionModel) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": dm.name,
+        "uid": dm.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def metadata(
+    dm: DiffusionModel,
+    name: str,
+    *,
+    extra_labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": dm.namespace,
+        "labels": {**labels(dm), **(extra_labels or {})},
+        "ownerReferences": [owner_reference(dm)],
+    }
+    if annotations:
+        meta["annotations"] = annotations
+    return meta

@@ -1,0 +1,103 @@
+"""KServe InferenceService (RawDeployment) for one DiffusionModel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vdiff_operator.builders.args import DRAFT_MOUNT_PATH, model_args
+from vdiff_operator.builders.common import (
+    DASHBOARD_LABEL,
+    MODEL_FORMAT,
+    display_name,
+    inference_service_name,
+    metadata,
+    serving_runtime_name,
+)
+from vdiff_operator.models import DiffusionModel
+
+API_VERSION = "serving.kserve.io/v1beta1"
+DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
+API_KEY_ENV = "VDIFF_API_KEY"
+
+
+def _resources(dm: DiffusionModel) -> dict[str, Any]:
+    spec = dm.spec.resources
+    requests: dict[str, Any] = {"cpu": str(spec.cpu), "memory": str(spec.memory)}
+    limits: dict[str, Any] = {
+        "cpu": str(spec.limits.cpu if spec.limits.cpu is not None else spec.cpu),
+        "memory": str(spec.limits.memory if spec.limits.memory is not None else spec.memory),
+    }
+    if spec.gpus:
+        requests[spec.gpu_resource_name] = str(spec.gpus)
+        limits[spec.gpu_resource_name] = str(spec.gpus)
+    return {"requests": requests, "limits": limits}
+
+
+def _tolerations(dm: DiffusionModel) -> list[dict[str, Any]]:
+    if dm.spec.tolerations is not None:
+        return [t.model_dump(by_alias=True, exclude_none=True) for t in dm.spec.tolerations]
+    if dm.spec.resources.gpus:
+        return [{"key": dm.spec.resources.gpu_resource_name, "operator": "Exists", "effect": "NoSchedule"}]
+    return []
+
+
+def _env(dm: DiffusionModel) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = []
+    ref = dm.spec.api_key_secret_ref
+    if ref is not None:
+        env.append({"name": API_KEY_ENV, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+    env += [var.model_dump(by_alias=True, exclude_none=True) for var in dm.spec.env]
+    return env
+
+
+def _draft_volume(dm: DiffusionModel) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """KServe mounts only storageUri; a pvc:// draft model gets its own read-only volume."""
+    draft = dm.spec.draft_model
+    if draft is None or not draft.uri.startswith("pvc://"):
+        return None
+    claim = draft.uri.removeprefix("pvc://").split("/", 1)[0]
+    volume = {"name": "draft-model", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
+    mount = {"name": "draft-model", "mountPath": DRAFT_MOUNT_PATH, "readOnly": True}
+    return volume, mount
+
+
+def build_inference_service(dm: DiffusionModel) -> dict[str, Any]:
+    model: dict[str, Any] = {
+        "modelFormat": {"name": MODEL_FORMAT},
+        "runtime": serving_runtime_name(dm),
+        "storageUri": dm.spec.model.uri,
+        "args": model_args(dm),
+        "resources": _resources(dm),
+    }
+    env = _env(dm)
+    if env:
+        model["env"] = env
+    predictor: dict[str, Any] = {
+        "minReplicas": dm.spec.replicas.min,
+        "maxReplicas": dm.spec.replicas.effective_max,
+        "model": model,
+    }
+    if dm.spec.resources.gpus:
+        # A rolling update would need a second set of GPUs while the old pod still holds them.
+        predictor["deploymentStrategy"] = {"type": "Recreate"}
+    tolerations = _tolerations(dm)
+    if tolerations:
+        predictor["tolerations"] = tolerations
+    if dm.spec.node_selector:
+        predictor["nodeSelector"] = dict(dm.spec.node_selector)
+    if dm.spec.image_pull_secrets:
+        predictor["imagePullSecrets"] = [{"name": ref.name} for ref in dm.spec.image_pull_secrets]
+    draft = _draft_volume(dm)
+    if draft is not None:
+        volume, mount = draft
+        predictor["volumes"] = [volume]
+        model["volumeMounts"] = [mount]
+    annotations = {DEPLOYMENT_MODE_ANNOTATION: "RawDeployment", "openshift.io/display-name": display_name(dm)}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "InferenceService",
+        "metadata": metadata(
+            dm, inference_service_name(dm), extra_labels={DASHBOARD_LABEL: "true"}, annotations=annotations
+        ),
+        "spec": {"predictor": predictor},
+    }

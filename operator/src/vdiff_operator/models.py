@@ -1,0 +1,227 @@
+"""Pydantic models of the DiffusionModel custom resource (spec and status), mirroring crds/."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "vdiff.io"
+VERSION = "v1alpha1"
+PLURAL = "diffusionmodels"
+KIND = "DiffusionModel"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+STORAGE_URI_SCHEMES = (
+    "hf",
+    "pvc",
+    "s3",
+    "gs",
+    "oci",
+    "oci+native",
+    "oci+fetch",
+    "https",
+    "http",
+    "file",
+    "hdfs",
+    "webhdfs",
+)
+DRAFT_URI_SCHEMES = ("hf", "pvc")
+MAX_NAME_LENGTH = 53
+
+Quantity = int | str
+
+
+class SpecModel(BaseModel):
+    """Fields are camelCase on the wire and snake_case in Python; unknown fields are rejected."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+def _check_uri(uri: str, schemes: tuple[str, ...]) -> str:
+    scheme, sep, rest = uri.partition("://")
+    if not sep or scheme not in schemes or not rest or any(c.isspace() for c in uri):
+        raise ValueError(f"uri must look like <scheme>://<path> with scheme one of {', '.join(schemes)}")
+    return uri
+
+
+class ModelSource(SpecModel):
+    uri: str
+    served_model_name: str | None = None
+    trust_remote_code: bool = False
+    max_model_len: int | None = Field(default=None, ge=2)
+    max_num_seqs: int | None = Field(default=None, ge=1, le=4096)
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] | None = None
+
+    @model_validator(mode="after")
+    def _valid_uri(self) -> ModelSource:
+        _check_uri(self.uri, STORAGE_URI_SCHEMES)
+        return self
+
+
+class DraftModel(SpecModel):
+    uri: str
+
+    @model_validator(mode="after")
+    def _valid_uri(self) -> DraftModel:
+        _check_uri(self.uri, DRAFT_URI_SCHEMES)
+        return self
+
+
+class ApdSettings(SpecModel):
+    mixture_weight: float | None = Field(default=None, ge=0, le=1)
+    kv_window: int | None = Field(default=None, ge=1)
+    max_lookahead: int | None = Field(default=None, ge=1)
+
+
+class Decoding(SpecModel):
+    profile: Literal["quality", "balanced", "fast"] = "balanced"
+    decoding: Literal["reference", "threshold", "apd"] | None = None
+    steps: int | None = Field(default=None, ge=1, le=4096)
+    block_length: int | None = Field(default=None, ge=1, le=4096)
+    threshold: float | None = Field(default=None, gt=0, le=1)
+    kv_cache: Literal["none", "prefix", "dual"] | None = None
+    remasking: Literal["low_confidence", "random"] | None = None
+    dream_alg: Literal["origin", "maskgit_plus", "topk_margin", "entropy"] | None = None
+    apd: ApdSettings | None = None
+
+
+class Limits(SpecModel):
+    cpu: Quantity | None = None
+    memory: Quantity | None = None
+
+
+class Resources(SpecModel):
+    gpus: int = Field(default=1, ge=0, le=16)
+    gpu_resource_name: str = "nvidia.com/gpu"
+    cpu: Quantity = "4"
+    memory: Quantity = "32Gi"
+    limits: Limits = Field(default_factory=Limits)
+    shared_memory: str = "2Gi"
+
+
+class Replicas(SpecModel):
+    min: int = Field(default=1, ge=0)
+    max: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Replicas:
+        if self.max is not None and self.min > self.max:
+            raise ValueError("replicas.min must be <= replicas.max")
+        return self
+
+    @property
+    def effective_max(self) -> int:
+        return self.max if self.max is not None else max(self.min, 1)
+
+
+class SecretKeyRef(SpecModel):
+    name: str = Field(min_length=1)
+    key: str = "api-key"
+
+
+class LocalObjectReference(SpecModel):
+    name: str
+
+
+class RouteSettings(SpecModel):
+    enabled: bool = True
+    host: str | None = None
+    timeout: str = "600s"
+
+
+class Monitoring(SpecModel):
+    service_monitor: Literal["Auto", "Enabled", "Disabled"] = "Auto"
+    interval: str = "30s"
+
+
+class Toleration(SpecModel):
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class EnvVar(SpecModel):
+    name: str = Field(min_length=1)
+    value: str | None = None
+    value_from: dict[str, Any] | None = None
+
+
+class DiffusionModelSpec(SpecModel):
+    model: ModelSource
+    draft_model: DraftModel | None = None
+    decoding: Decoding = Field(default_factory=Decoding)
+    quantization: Literal["bitsandbytes", "bitsandbytes-4bit", "bitsandbytes-8bit"] | None = None
+    resources: Resources = Field(default_factory=Resources)
+    replicas: Replicas = Field(default_factory=Replicas)
+    image: str | None = Field(default=None, min_length=1)
+    image_pull_secrets: list[LocalObjectReference] = Field(default_factory=list)
+    api_key_secret_ref: SecretKeyRef | None = None
+    route: RouteSettings = Field(default_factory=RouteSettings)
+    monitoring: Monitoring = Field(default_factory=Monitoring)
+    display_name: str | None = None
+    tolerations: list[Toleration] | None = None
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    env: list[EnvVar] = Field(default_factory=list)
+    args: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _apd_needs_draft(self) -> DiffusionModelSpec:
+        if self.draft_model is None and (self.decoding.decoding == "apd" or self.decoding.apd is not None):
+            raise ValueError("decoding apd needs spec.draftModel")
+        return self
+
+
+class DiffusionModel(BaseModel):
+    """The parts of a DiffusionModel object the builders need."""
+
+    name: str
+    namespace: str
+    uid: str
+    generation: int = 1
+    spec: DiffusionModelSpec
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any] | Any) -> DiffusionModel:
+        metadata = body.get("metadata", {})
+        name = metadata.get("name", "")
+        if len(name) > MAX_NAME_LENGTH:
+            raise ValueError(f"metadata.name must be at most {MAX_NAME_LENGTH} characters")
+        return cls(
+            name=name,
+            namespace=metadata.get("namespace") or "default",
+            uid=metadata.get("uid", ""),
+            generation=metadata.get("generation") or 1,
+            spec=DiffusionModelSpec.model_validate(dict(body.get("spec") or {})),
+        )
+
+    @property
+    def served_model_name(self) -> str:
+        return self.spec.model.served_model_name or self.name
+
+
+class Condition(BaseModel):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str = ""
+    last_transition_time: str = Field(alias="lastTransitionTime")
+    observed_generation: int | None = Field(default=None, alias="observedGeneration")
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class DiffusionModelStatus(BaseModel):
+    observed_generation: int = Field(alias="observedGeneration")
+    url: str | None = None
+    served_model_name: str = Field(alias="servedModelName")
+    inference_service: str | None = Field(default=None, alias="inferenceService")
+    conditions: list[Condition] = Field(default_factory=list)
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    def to_patch(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=False)
