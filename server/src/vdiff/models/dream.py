@@ -1,0 +1,177 @@
+"""Dream (Dream-org/Dream-v0-*): Qwen2 weights with bidirectional attention and a logit shift.
+
+The same module with `is_causal=True` is a plain Qwen2 causal LM: the AR verifier used by APD.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from vdiff.models.base import DiffusionModel, KVCache, ModelOutput
+from vdiff.models.layers import RMSNorm, rotary_cos_sin, self_attention, swiglu
+
+
+@dataclass(frozen=True, slots=True)
+class Qwen2Config:
+    hidden_size: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    num_hidden_layers: int
+    intermediate_size: int
+    vocab_size: int
+    rope_theta: float
+    rms_norm_eps: float
+    tie_word_embeddings: bool
+    mask_token_id: int | None
+    head_dim: int
+
+    @classmethod
+    def from_hf(cls, hf_config: dict[str, Any]) -> Qwen2Config:
+        hidden, heads = hf_config["hidden_size"], hf_config["num_attention_heads"]
+        rope_theta = hf_config.get("rope_theta")
+        if rope_theta is None:  # transformers 5 writes rope_parameters instead
+            rope_theta = (hf_config.get("rope_parameters") or {}).get("rope_theta", 10000.0)
+        return cls(
+            hidden_size=hidden,
+            num_attention_heads=heads,
+            num_key_value_heads=hf_config.get("num_key_value_heads") or heads,
+            num_hidden_layers=hf_config["num_hidden_layers"],
+            intermediate_size=hf_config["intermediate_size"],
+            vocab_size=hf_config["vocab_size"],
+            rope_theta=float(rope_theta),
+            rms_norm_eps=float(hf_config.get("rms_norm_eps", 1e-6)),
+            tie_word_embeddings=bool(hf_config.get("tie_word_embeddings", False)),
+            mask_token_id=hf_config.get("mask_token_id"),
+            head_dim=hf_config.get("head_dim") or hidden // heads,
+        )
+
+
+class Qwen2Attention(nn.Module):
+    def __init__(self, config: Qwen2Config) -> None:
+        super().__init__()
+        hidden, head_dim = config.hidden_size, config.head_dim
+        self.num_heads, self.num_kv_heads = config.num_attention_heads, config.num_key_value_heads
+        self.q_proj = nn.Linear(hidden, self.num_heads * head_dim, bias=True)
+        self.k_proj = nn.Linear(hidden, self.num_kv_heads * head_dim, bias=True)
+        self.v_proj = nn.Linear(hidden, self.num_kv_heads * head_dim, bias=True)
+        self.o_proj = nn.Linear(self.num_heads * head_dim, hidden, bias=False)
+
+
+class Qwen2MLP(nn.Module):
+    def __init__(self, config: Qwen2Config) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return swiglu(x, self.gate_proj, self.up_proj, self.down_proj)
+
+
+class Qwen2DecoderLayer(nn.Module):
+    def __init__(self, config: Qwen2Config) -> None:
+        super().__init__()
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.self_attn = Qwen2Attention(config)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.mlp = Qwen2MLP(config)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        key_mask: torch.Tensor | None,
+        past: tuple[torch.Tensor, torch.Tensor] | None,
+        is_causal: bool,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        attn = self.self_attn
+        attended, current_kv = self_attention(
+            self.input_layernorm(x),
+            attn.q_proj,
+            attn.k_proj,
+            attn.v_proj,
+            num_heads=attn.num_heads,
+            num_kv_heads=attn.num_kv_heads,
+            cos=cos,
+            sin=sin,
+            key_mask=key_mask,
+            past=past,
+            is_causal=is_causal,
+        )
+        h = x + attn.o_proj(attended)
+        return h + self.mlp(self.post_attention_layernorm(h)), current_kv
+
+
+class Qwen2Backbone(nn.Module):
+    def __init__(self, config: Qwen2Config) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(Qwen2DecoderLayer(config) for _ in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+
+class DreamModel(DiffusionModel):
+    """Tensor names `model.{embed_tokens, layers.i.*, norm}` and `lm_head` (absent when tied)."""
+
+    family = "dream"
+    logit_shift = True
+
+    def __init__(self, config: Qwen2Config, *, is_causal: bool = False) -> None:
+        super().__init__()
+        self.config = config
+        self.mask_token_id = config.mask_token_id
+        self.is_causal = is_causal
+        self.model = Qwen2Backbone(config)
+        if not config.tie_word_embeddings:
+            self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+
+    @classmethod
+    def from_hf_config(cls, hf_config: dict[str, Any]) -> DreamModel:
+        return cls(Qwen2Config.from_hf(hf_config))
+
+    def project_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.config.tie_word_embeddings:
+            return nn.functional.linear(hidden, self.model.embed_tokens.weight)
+        return self.lm_head(hidden)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        position_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: KVCache | None = None,
+        use_cache: bool = False,
+    ) -> ModelOutput:
+        cos, sin = rotary_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta)
+        x = self.model.embed_tokens(input_ids)
+        new_cache: KVCache = []
+        for index, layer in enumerate(self.model.layers):
+            past = past_key_values[index] if past_key_values is not None else None
+            x, current_kv = layer(x, cos, sin, attention_mask, past, self.is_causal)
+            if use_cache:
+                new_cache.append(current_kv)
+        logits = self.project_logits(self.model.norm(x))
+        return ModelOutput(logits=logits, past_key_values=new_cache if use_cache else None)
+
+
+class Qwen2CausalLM(DreamModel):
+    """A Qwen2 causal LM (model_type qwen2): Dream's module with causal attention.
+
+    Logits i predict token i+1 as in any AR model, which is exactly Dream's convention, so logit_shift
+    stays True: `shift_logits` gives the prediction for every position in both cases.
+    """
+
+    family = "qwen2"
+
+    def __init__(self, config: Qwen2Config, *, is_causal: bool = True) -> None:
+        super().__init__(config, is_causal=is_causal)
+        self.mask_token_id = None
+
+    @classmethod
+    def from_hf_config(cls, hf_config: dict[str, Any]) -> Qwen2CausalLM:
+        return cls(Qwen2Config.from_hf(hf_config))

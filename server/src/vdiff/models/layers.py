@@ -1,0 +1,154 @@
+"""Building blocks shared by the model families: RMSNorm, rotary embedding, attention, SwiGLU.
+
+Attention runs through torch's scaled_dot_product_attention with a boolean key mask. A flash-attn varlen
+path is used only when `flash_attn` imports, the tensors are on CUDA in fp16/bf16 and attention is
+bidirectional; it is written for GPU deployments and is not exercised by the CPU test suite.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+try:  # optional GPU dependency (extra `gpu`)
+    from flash_attn import flash_attn_varlen_func
+except Exception:  # pragma: no cover - depends on the environment
+    flash_attn_varlen_func = None
+
+
+class RMSNorm(nn.Module):
+    """Normalise in fp32, cast back to the input dtype, then scale (LLaDA and Qwen2 agree on this order)."""
+
+    def __init__(self, size: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(x.dtype)
+
+
+def rotary_cos_sin(
+    position_ids: torch.Tensor, head_dim: int, theta: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin tables [B, L, head_dim] in fp32 for the rotate-half (non-interleaved) layout."""
+    exponents = torch.arange(0, head_dim, 2, dtype=torch.int64, device=position_ids.device).float() / head_dim
+    inv_freq = 1.0 / (theta**exponents)
+    freqs = position_ids.float()[..., None] * inv_freq
+    angles = torch.cat([freqs, freqs], dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    first, second = x.chunk(2, dim=-1)
+    return torch.cat([-second, first], dim=-1)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x [B, H, L, D]; the rotation is done in fp32 and cast back."""
+    h = x.float()
+    cos, sin = cos[:, None], sin[:, None]
+    return (h * cos + _rotate_half(h) * sin).to(x.dtype)
+
+
+def swiglu(x: torch.Tensor, gate: nn.Linear, up: nn.Linear, down: nn.Linear) -> torch.Tensor:
+    return down(F.silu(gate(x)) * up(x))
+
+
+def build_attention_mask(key_mask: torch.Tensor, num_queries: int, is_causal: bool) -> torch.Tensor:
+    """[B, 1, L, P+L] bool (True = attend) from a key-padding mask [B, P+L].
+
+    Causal: query j attends every cached key and current keys <= j. A query with no attendable key
+    (a padding row) attends everything instead, so SDPA never produces NaN that could leak through V.
+    """
+    num_keys = key_mask.shape[1]
+    mask = key_mask[:, None, None, :].expand(-1, 1, num_queries, -1)
+    if is_causal:
+        num_cached = num_keys - num_queries
+        query_index = torch.arange(num_queries, device=key_mask.device)[:, None] + num_cached
+        key_index = torch.arange(num_keys, device=key_mask.device)[None, :]
+        mask = mask & (key_index <= query_index)
+    return mask | ~mask.any(dim=-1, keepdim=True)
+
+
+def _can_use_flash(q: torch.Tensor, is_causal: bool) -> bool:
+    return (
+        flash_attn_varlen_func is not None
+        and not is_causal
+        and q.is_cuda
+        and q.dtype in (torch.float16, torch.bfloat16)
+    )
+
+
+def _flash_varlen_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor
+) -> torch.Tensor:  # pragma: no cover - needs CUDA and flash-attn
+    """Pack the attendable keys of every row and run flash-attn's varlen kernel (GQA native)."""
+    batch, num_heads, num_queries, head_dim = q.shape
+    q_packed = q.transpose(1, 2).reshape(batch * num_queries, num_heads, head_dim)
+    key_index = key_mask.flatten().nonzero(as_tuple=True)[0]
+    k_packed = k.transpose(1, 2).reshape(-1, k.shape[1], head_dim)[key_index]
+    v_packed = v.transpose(1, 2).reshape(-1, v.shape[1], head_dim)[key_index]
+    key_lengths = key_mask.sum(dim=1, dtype=torch.int32)
+    cu_seqlens_k = F.pad(key_lengths.cumsum(0, dtype=torch.int32), (1, 0))
+    cu_seqlens_q = torch.arange(0, (batch + 1) * num_queries, num_queries, dtype=torch.int32, device=q.device)
+    out = flash_attn_varlen_func(
+        q_packed,
+        k_packed,
+        v_packed,
+        cu_seqlens_q,
+        cu_seqlens_k,
+        num_queries,
+        int(key_lengths.max()),
+        causal=False,
+    )
+    return out.reshape(batch, num_queries, num_heads, head_dim).transpose(1, 2)
+
+
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_mask: torch.Tensor | None,
+    is_causal: bool,
+) -> torch.Tensor:
+    """q [B, H, L, D] over k, v [B, Hkv, P+L, D] (GQA when Hkv < H); returns [B, H, L, D]."""
+    batch, num_heads, num_queries, _ = q.shape
+    num_keys = k.shape[2]
+    if key_mask is None:
+        key_mask = torch.ones(batch, num_keys, dtype=torch.bool, device=q.device)
+    if _can_use_flash(q, is_causal) and bool(key_mask.any(dim=1).all()):  # pragma: no cover - GPU only
+        return _flash_varlen_attention(q, k, v, key_mask)
+    mask = build_attention_mask(key_mask, num_queries, is_causal)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=k.shape[1] != num_heads)
+
+
+def self_attention(
+    hidden: torch.Tensor,
+    q_proj: nn.Linear,
+    k_proj: nn.Linear,
+    v_proj: nn.Linear,
+    *,
+    num_heads: int,
+    num_kv_heads: int,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    key_mask: torch.Tensor | None,
+    past: tuple[torch.Tensor, torch.Tensor] | None,
+    is_causal: bool,
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """Project, rotate, attend over cached + current keys. Returns ([B, L, H*D], current (k, v))."""
+    batch, length, _ = hidden.shape
+    q = q_proj(hidden).view(batch, length, num_heads, -1).transpose(1, 2)
+    k = k_proj(hidden).view(batch, length, num_kv_heads, -1).transpose(1, 2)
+    v = v_proj(hidden).view(batch, length, num_kv_heads, -1).transpose(1, 2)
+    q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+    current = (k, v)
+    if past is not None:
+        k = torch.cat([past[0], k], dim=2)
+        v = torch.cat([past[1], v], dim=2)
+    out = attention(q, k, v, key_mask, is_causal)
+    return out.transpose(1, 2).reshape(batch, length, -1), current

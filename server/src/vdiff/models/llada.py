@@ -1,0 +1,153 @@
+"""LLaDA (GSAI-ML/LLaDA-8B-*): a LLaMA-style bidirectional transformer with `model.transformer.*` names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from vdiff.models.base import DiffusionModel, KVCache, ModelOutput
+from vdiff.models.layers import RMSNorm, rotary_cos_sin, self_attention, swiglu
+
+
+@dataclass(frozen=True, slots=True)
+class LLaDAConfig:
+    d_model: int
+    n_heads: int
+    n_kv_heads: int
+    n_layers: int
+    mlp_hidden_size: int
+    embedding_size: int
+    rope_theta: float
+    rms_norm_eps: float
+    include_bias: bool
+    include_qkv_bias: bool
+    weight_tying: bool
+    mask_token_id: int | None
+
+    @classmethod
+    def from_hf(cls, hf_config: dict[str, Any]) -> LLaDAConfig:
+        n_heads = hf_config["n_heads"]
+        n_kv_heads = hf_config.get("n_kv_heads") or n_heads
+        if hf_config.get("multi_query_attention"):
+            n_kv_heads = 1
+        return cls(
+            d_model=hf_config["d_model"],
+            n_heads=n_heads,
+            n_kv_heads=n_kv_heads,
+            n_layers=hf_config["n_layers"],
+            mlp_hidden_size=hf_config.get("mlp_hidden_size")
+            or hf_config.get("mlp_ratio", 4) * hf_config["d_model"],
+            embedding_size=hf_config.get("embedding_size") or hf_config["vocab_size"],
+            rope_theta=float(hf_config.get("rope_theta", 10000.0)),
+            rms_norm_eps=float(hf_config.get("rms_norm_eps", 1e-5)),
+            include_bias=bool(hf_config.get("include_bias", False)),
+            include_qkv_bias=bool(hf_config.get("include_qkv_bias", False)),
+            weight_tying=bool(hf_config.get("weight_tying", False)),
+            mask_token_id=hf_config.get("mask_token_id"),
+        )
+
+
+class LLaDABlock(nn.Module):
+    def __init__(self, config: LLaDAConfig) -> None:
+        super().__init__()
+        d_model, hidden = config.d_model, config.mlp_hidden_size
+        kv_size = config.n_kv_heads * (d_model // config.n_heads)
+        qkv_bias = config.include_bias or config.include_qkv_bias
+        self.num_heads, self.num_kv_heads = config.n_heads, config.n_kv_heads
+        self.attn_norm = RMSNorm(d_model, config.rms_norm_eps)
+        self.q_proj = nn.Linear(d_model, d_model, bias=qkv_bias)
+        self.k_proj = nn.Linear(d_model, kv_size, bias=qkv_bias)
+        self.v_proj = nn.Linear(d_model, kv_size, bias=qkv_bias)
+        self.attn_out = nn.Linear(d_model, d_model, bias=config.include_bias)
+        self.ff_norm = RMSNorm(d_model, config.rms_norm_eps)
+        self.ff_proj = nn.Linear(d_model, hidden, bias=config.include_bias)  # gate
+        self.up_proj = nn.Linear(d_model, hidden, bias=config.include_bias)
+        self.ff_out = nn.Linear(hidden, d_model, bias=config.include_bias)  # down
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        key_mask: torch.Tensor | None,
+        past: tuple[torch.Tensor, torch.Tensor] | None,
+        is_causal: bool,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        attended, current_kv = self_attention(
+            self.attn_norm(x),
+            self.q_proj,
+            self.k_proj,
+            self.v_proj,
+            num_heads=self.num_heads,
+            num_kv_heads=self.num_kv_heads,
+            cos=cos,
+            sin=sin,
+            key_mask=key_mask,
+            past=past,
+            is_causal=is_causal,
+        )
+        h = x + self.attn_out(attended)
+        return h + swiglu(self.ff_norm(h), self.ff_proj, self.up_proj, self.ff_out), current_kv
+
+
+class LLaDATransformer(nn.Module):
+    def __init__(self, config: LLaDAConfig) -> None:
+        super().__init__()
+        self.wte = nn.Embedding(config.embedding_size, config.d_model)
+        self.blocks = nn.ModuleList(LLaDABlock(config) for _ in range(config.n_layers))
+        self.ln_f = RMSNorm(config.d_model, config.rms_norm_eps)
+        if not config.weight_tying:
+            self.ff_out = nn.Linear(config.d_model, config.embedding_size, bias=config.include_bias)
+
+
+class _LLaDAWrapper(nn.Module):
+    def __init__(self, config: LLaDAConfig) -> None:
+        super().__init__()
+        self.transformer = LLaDATransformer(config)
+
+
+class LLaDAModel(DiffusionModel):
+    """Tensor names `model.transformer.{wte, blocks.i.*, ln_f, ff_out}` as in the released checkpoints."""
+
+    family = "llada"
+
+    def __init__(self, config: LLaDAConfig, *, is_causal: bool = False) -> None:
+        super().__init__()
+        self.config = config
+        self.mask_token_id = config.mask_token_id
+        self.is_causal = is_causal
+        self.head_dim = config.d_model // config.n_heads
+        self.model = _LLaDAWrapper(config)
+
+    @classmethod
+    def from_hf_config(cls, hf_config: dict[str, Any]) -> LLaDAModel:
+        return cls(LLaDAConfig.from_hf(hf_config))
+
+    def lm_head(self, hidden: torch.Tensor) -> torch.Tensor:
+        transformer = self.model.transformer
+        if self.config.weight_tying:
+            return nn.functional.linear(hidden, transformer.wte.weight)
+        return transformer.ff_out(hidden)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        position_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: KVCache | None = None,
+        use_cache: bool = False,
+    ) -> ModelOutput:
+        transformer = self.model.transformer
+        cos, sin = rotary_cos_sin(position_ids, self.head_dim, self.config.rope_theta)
+        x = transformer.wte(input_ids)
+        new_cache: KVCache = []
+        for index, block in enumerate(transformer.blocks):
+            past = past_key_values[index] if past_key_values is not None else None
+            x, current_kv = block(x, cos, sin, attention_mask, past, self.is_causal)
+            if use_cache:
+                new_cache.append(current_kv)
+        logits = self.lm_head(transformer.ln_f(x))
+        return ModelOutput(logits=logits, past_key_values=new_cache if use_cache else None)

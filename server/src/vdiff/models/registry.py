@@ -1,0 +1,109 @@
+"""model_type -> model family: module class, special tokens and decoding defaults."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from vdiff.errors import VdiffValidationError
+from vdiff.models.base import DiffusionModel
+from vdiff.models.dream import DreamModel, Qwen2CausalLM
+from vdiff.models.llada import LLaDAModel
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class FamilySpec:
+    """What the engine needs to know about a model family beyond its weights."""
+
+    name: str
+    model_class: type[DiffusionModel] | None
+    """None for the remote family, whose module comes from the checkpoint's own code."""
+    model_types: tuple[str, ...]
+    mask_token: str | None
+    """Looked up in the tokenizer; `config.json`'s mask_token_id is the fallback."""
+    end_tokens: tuple[str, ...]
+    """Tokens that end an answer (the ones present in the tokenizer become TokenizerInfo.eos_token_ids)."""
+    remasking: str | None = None
+    block_length: int | None = None
+    """None = the whole generation canvas is one block."""
+    dream_alg: str | None = None
+    alg_temp: float | None = None
+    is_causal: bool = False
+    context_cap: int | None = None
+    """Cap on the derived max_model_len when config.json advertises more than the model was trained on."""
+
+    @property
+    def is_diffusion(self) -> bool:
+        return not self.is_causal
+
+    def build(self, hf_config: dict[str, Any]) -> DiffusionModel:
+        if self.model_class is None:
+            raise TypeError(f"family {self.name!r} is loaded through transformers, not built natively")
+        return self.model_class.from_hf_config(hf_config)  # type: ignore[attr-defined]
+
+
+LLADA = FamilySpec(
+    name="llada",
+    model_class=LLaDAModel,
+    model_types=("llada",),
+    mask_token="<|mdm_mask|>",
+    end_tokens=("<|eot_id|>", "<|endoftext|>"),
+    remasking="low_confidence",
+    block_length=32,
+)
+DREAM = FamilySpec(
+    name="dream",
+    model_class=DreamModel,
+    model_types=("Dream", "dream"),
+    mask_token="<|mask|>",
+    end_tokens=("<|im_end|>", "<|endoftext|>"),
+    dream_alg="entropy",
+    alg_temp=0.0,
+    block_length=None,
+    context_cap=2048,
+)
+QWEN2_AR = FamilySpec(
+    name="qwen2",
+    model_class=Qwen2CausalLM,
+    model_types=("qwen2",),
+    mask_token=None,
+    end_tokens=("<|im_end|>", "<|endoftext|>"),
+    is_causal=True,
+)
+REMOTE = FamilySpec(
+    name="remote",
+    model_class=None,
+    model_types=(),
+    mask_token=None,
+    end_tokens=(),
+    remasking="low_confidence",
+    block_length=None,
+)
+
+FAMILIES: tuple[FamilySpec, ...] = (LLADA, DREAM, QWEN2_AR)
+
+
+def supported_model_types() -> list[str]:
+    return [model_type for family in FAMILIES for model_type in family.model_types]
+
+
+def get_family(model_type: str | None, trust_remote_code: bool = False) -> FamilySpec:
+    """The native family of a config.json model_type, or the transformers fallback (trust_remote_code)."""
+    for family in FAMILIES:
+        if model_type in family.model_types:
+            return family
+    if trust_remote_code:
+        logger.warning(
+            "model_type %r has no native vdiff implementation; loading it through transformers "
+            "(trust_remote_code) and serving it unbatched without KV cache",
+            model_type,
+        )
+        return REMOTE
+    raise VdiffValidationError(
+        f"Unsupported model_type {model_type!r}. Natively supported: {', '.join(supported_model_types())}. "
+        "Pass --trust-remote-code to load other masked-diffusion models through their own code (unbatched).",
+        "model",
+    )
