@@ -22,33 +22,57 @@ class EngineConfig:
     model: str
     """Local directory or Hugging Face repo id (resolved from the local cache)."""
     tokenizer: str | None = None
+    """Tokenizer directory or repo id (default: the model's own)."""
     revision: str | None = None
+    """Revision of a Hugging Face repo id in the local cache."""
     trust_remote_code: bool = False
+    """Allow the checkpoint's own modelling code (transformers AutoModel fallback, unbatched)."""
     dtype: str = "auto"
+    """Weight and activation dtype: auto (bfloat16 on GPU, float32 on CPU), float32, float16, bfloat16."""
     device: str = "auto"
+    """Device: auto (cuda > mps > cpu), cuda, mps, cpu."""
     quantization: str | None = None
+    """bitsandbytes (4-bit), bitsandbytes-4bit or bitsandbytes-8bit weight quantization (CUDA only)."""
     seed: int = 0
+    """Seed of the per-request generators when a request sets no seed."""
     max_model_len: int | None = None
+    """Longest prompt + completion in tokens (default: the model's max_position_embeddings)."""
     max_num_seqs: int = 16
+    """Most sequences denoised together in one batched forward (n>1 counts n)."""
     max_waiting_requests: int = 256
+    """Bounded waiting queue beyond --max-num-seqs; a request over it gets HTTP 429 with Retry-After."""
     chat_template: str | None = None
+    """Chat template file or literal Jinja template (default: the tokenizer's)."""
     generation_config: str = "auto"
     """'auto' reads generation_config.json from the model; 'vdiff' ignores it; or a directory path."""
     # Diffusion defaults for requests that do not set them.
     diffusion_steps: int | None = None
+    """Default denoising steps per request (default: the model family's)."""
     block_length: int | None = None
+    """Default semi-autoregressive block length in tokens (default: the model family's)."""
     remasking: str | None = None
+    """LLaDA default remasking: low_confidence or random."""
     dream_alg: str | None = None
+    """Dream default unmasking algorithm: origin, maskgit_plus, topk_margin or entropy."""
     # Fast decoding defaults.
     decoding: str = "reference"
+    """Default unmasking policy: reference, threshold (Fast-dLLM parallel) or apd (needs --draft-model)."""
     threshold: float = 0.9
+    """Confidence threshold of the threshold policy, in (0, 1]."""
     factor: float | None = None
+    """Fast-dLLM factor rule instead of a fixed threshold (threshold policy)."""
     kv_cache: str = "none"
+    """Approximate KV cache for fast decoding: none, prefix or dual."""
     draft_model: str | None = None
+    """Causal AR verifier checkpoint for --decoding apd (e.g. a small Qwen2 sharing the tokenizer)."""
     apd_mixture_weight: float = 0.7
+    """APD mixture weight R between the diffusion and AR distributions, in [0, 1]."""
     apd_kv_window: int = 16
+    """APD window W of recent tokens recomputed without the KV cache."""
     apd_max_lookahead: int = 64
+    """APD maximum lookahead M: masked positions proposed per step."""
     served_model_names: list[str] = field(default_factory=list)
+    """Names clients use in "model" (default: the model argument); the first labels the metrics."""
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
