@@ -1,0 +1,159 @@
+"""The OpenAI-compatible HTTP server: app factory, state, lifespan, and uvicorn with a draining shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import AsyncIterator, Iterator
+
+import uvicorn
+from fastapi import FastAPI
+from starlette.datastructures import State
+
+from vdiff.config import EngineConfig
+from vdiff.engine.protocol import EngineClient
+from vdiff.entrypoints import health
+from vdiff.entrypoints.frontend_args import FrontendArgs
+from vdiff.entrypoints.openai.chat_completion import router as chat_router
+from vdiff.entrypoints.openai.chat_completion.serving import OpenAIServingChat
+from vdiff.entrypoints.openai.completion import router as completion_router
+from vdiff.entrypoints.openai.completion.serving import OpenAIServingCompletion
+from vdiff.entrypoints.openai.errors import register_exception_handlers
+from vdiff.entrypoints.openai.models import router as models_router
+from vdiff.entrypoints.openai.models.serving import OpenAIServingModels
+from vdiff.entrypoints.openai.tokenize import router as tokenize_router
+from vdiff.entrypoints.openai.tokenize.serving import OpenAIServingTokenization
+from vdiff.entrypoints.server_state import ServerState
+from vdiff.entrypoints.stats import bind_engine_stats, log_stats_forever
+from vdiff.metrics import ServerMetrics
+
+logger = logging.getLogger(__name__)
+
+EXTRA_SHUTDOWN_S = 5.0
+"""After draining, how long uvicorn may take to flush the last responses and close connections."""
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    state: ServerState = app.state.vdiff
+    stats_task = None
+    if not state.args.disable_log_stats:
+        stats_task = asyncio.create_task(log_stats_forever(state, state.args.log_stats_interval))
+    try:
+        yield
+    finally:
+        if stats_task is not None:
+            stats_task.cancel()
+            await asyncio.gather(stats_task, return_exceptions=True)
+
+
+def build_app(args: FrontendArgs) -> FastAPI:
+    app = FastAPI(title="vdiff", lifespan=lifespan, root_path=args.root_path or "")
+    for router_module in (health, models_router, completion_router, chat_router, tokenize_router):
+        app.include_router(router_module.router)
+    register_exception_handlers(app)
+    return app
+
+
+def served_model_names(config: EngineConfig) -> list[str]:
+    return list(config.served_model_names) or [config.model]
+
+
+def init_app_state(engine: EngineClient, state: State, args: FrontendArgs) -> ServerState:
+    names = served_model_names(engine.config)
+    metrics = ServerMetrics(names[0])
+    bind_engine_stats(engine, metrics)
+    serving_kwargs = {"metrics": metrics, "log_requests": args.enable_log_requests}
+    server_state = ServerState(
+        engine=engine,
+        args=args,
+        metrics=metrics,
+        models=OpenAIServingModels(engine, names),
+        completion=OpenAIServingCompletion(engine, names, **serving_kwargs),
+        chat=OpenAIServingChat(engine, names, **serving_kwargs),
+        tokenization=OpenAIServingTokenization(engine, names, **serving_kwargs),
+    )
+    state.vdiff = server_state
+    return server_state
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn whose first SIGTERM/SIGINT drains the engine (503 to newcomers) before stopping; exits 0.
+
+    uvicorn's own handling re-raises the signal after shutdown (the process then dies by the signal);
+    a pod must see a clean exit, so signals are handled here instead. A second signal forces the exit.
+    """
+
+    def __init__(self, config: uvicorn.Config, state: ServerState) -> None:
+        super().__init__(config)
+        self.state = state
+        self.drain_task: asyncio.Task[None] | None = None
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        loop = asyncio.get_running_loop()
+        handled = (signal.SIGTERM, signal.SIGINT)
+        for sig in handled:
+            loop.add_signal_handler(sig, self.request_shutdown, sig)
+        try:
+            yield
+        finally:
+            for sig in handled:
+                loop.remove_signal_handler(sig)
+
+    def request_shutdown(self, sig: int | None = None) -> None:
+        name = signal.Signals(sig).name if sig is not None else "shutdown request"
+        if self.drain_task is None:
+            logger.info("%s: draining (grace period %.0f s)", name, self.state.args.shutdown_grace_period)
+            self.drain_task = asyncio.get_running_loop().create_task(self._drain_then_exit())
+        else:
+            logger.warning("%s again: exiting now", name)
+            self.force_exit = True
+            self.should_exit = True
+
+    async def _drain_then_exit(self) -> None:
+        self.state.is_draining = True
+        try:
+            await self.state.engine.drain(self.state.args.shutdown_grace_period)
+        except Exception:
+            logger.exception("draining the engine failed; stopping anyway")
+        self.should_exit = True
+
+
+def make_uvicorn_config(app: FastAPI, args: FrontendArgs) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.uvicorn_log_level,
+        timeout_graceful_shutdown=int(EXTRA_SHUTDOWN_S),
+        timeout_keep_alive=5,
+    )
+
+
+async def serve_http(app: FastAPI, args: FrontendArgs) -> None:
+    """Serve until a signal has drained the engine (or the server fails to start)."""
+    server = DrainingServer(make_uvicorn_config(app, args), app.state.vdiff)
+    await server.serve()
+
+
+async def run_server(engine_config: EngineConfig, args: FrontendArgs) -> None:
+    """Load the model, serve it, drain on SIGTERM/SIGINT, shut the engine down."""
+    from vdiff.engine.async_engine import AsyncLLMEngine  # torch and the model code load only when serving
+
+    engine = AsyncLLMEngine.from_config(engine_config)
+    try:
+        app = build_app(args)
+        init_app_state(engine, app.state, args)
+        logger.info(
+            "vdiff serving %s on http://%s:%d", served_model_names(engine.config), args.host, args.port
+        )
+        await serve_http(app, args)
+    finally:
+        await engine.shutdown()

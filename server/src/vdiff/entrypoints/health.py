@@ -1,0 +1,41 @@
+"""Open endpoints for probes and scrapers: /health, /ping, /version, /metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Response
+from fastapi.responses import JSONResponse
+
+from vdiff.entrypoints.openai.errors import error_response
+from vdiff.entrypoints.server_state import ServerState, get_server_state
+from vdiff.errors import EngineDeadError, EngineDrainingError
+from vdiff.metrics import CONTENT_TYPE
+from vdiff.version import __version__
+
+router = APIRouter()
+
+
+@router.get("/health")
+async def health(state: ServerState = Depends(get_server_state)) -> Response:
+    """200 while the engine is alive and accepting; 503 once it is dead or draining (readiness drops)."""
+    if state.is_draining:
+        return error_response(EngineDrainingError("The server is shutting down"))
+    try:
+        await state.engine.check_health()
+    except EngineDeadError as error:
+        return error_response(error)
+    return Response(status_code=200)
+
+
+@router.api_route("/ping", methods=["GET", "POST"])
+async def ping(state: ServerState = Depends(get_server_state)) -> Response:
+    return await health(state)
+
+
+@router.get("/version")
+async def show_version() -> JSONResponse:
+    return JSONResponse({"version": __version__})
+
+
+@router.get("/metrics")
+async def metrics(state: ServerState = Depends(get_server_state)) -> Response:
+    return Response(content=state.metrics.render(), media_type=CONTENT_TYPE)

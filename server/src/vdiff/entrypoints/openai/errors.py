@@ -1,0 +1,107 @@
+"""Every error becomes OpenAI's {"error": {message, type, param, code}} with its status, in one place."""
+
+from __future__ import annotations
+
+import logging
+import math
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from vdiff.errors import EngineDeadError, EngineDrainingError, QueueFullError, VdiffValidationError
+
+logger = logging.getLogger(__name__)
+
+
+class ModelNotFoundError(LookupError):
+    def __init__(self, model: str) -> None:
+        super().__init__(f"The model `{model}` does not exist.")
+        self.model = model
+
+
+class AuthenticationError(PermissionError):
+    def __init__(self) -> None:
+        super().__init__("Invalid or missing API key. Pass it as 'Authorization: Bearer <key>'.")
+
+
+ERROR_TYPES = {
+    HTTPStatus.BAD_REQUEST: "BadRequestError",
+    HTTPStatus.UNAUTHORIZED: "AuthenticationError",
+    HTTPStatus.NOT_FOUND: "NotFoundError",
+    HTTPStatus.METHOD_NOT_ALLOWED: "MethodNotAllowedError",
+    HTTPStatus.TOO_MANY_REQUESTS: "RateLimitError",
+    HTTPStatus.INTERNAL_SERVER_ERROR: "InternalServerError",
+    HTTPStatus.SERVICE_UNAVAILABLE: "ServiceUnavailableError",
+}
+
+
+def _info(status: HTTPStatus, message: str, param: str | None = None) -> tuple[int, dict[str, Any]]:
+    error_type = ERROR_TYPES.get(status, status.phrase.replace(" ", "") + "Error")
+    return int(status), {"message": message, "type": error_type, "param": param, "code": int(status)}
+
+
+def _describe_validation_error(error: RequestValidationError) -> tuple[str, str | None]:
+    problems = error.errors()
+    if not problems:
+        return "Invalid request", None
+    first = problems[0]
+    if first.get("type") == "json_invalid":
+        return f"Invalid JSON body: {first.get('ctx', {}).get('error', first.get('msg'))}", None
+    location = [str(part) for part in first.get("loc", ()) if part != "body"]
+    param = ".".join(location) or None
+    message = first.get("msg", "Invalid value")
+    if param:
+        message = f"{param}: {message}"
+    if len(problems) > 1:
+        message += f" (and {len(problems) - 1} more problem(s))"
+    return message, param
+
+
+def error_info_for(error: BaseException) -> tuple[int, dict[str, Any]]:
+    """Status and body fields for an exception; anything unexpected is a generic 500 (details in logs)."""
+    if isinstance(error, VdiffValidationError):
+        return _info(HTTPStatus.BAD_REQUEST, error.message, error.param)
+    if isinstance(error, RequestValidationError):
+        message, param = _describe_validation_error(error)
+        return _info(HTTPStatus.BAD_REQUEST, message, param)
+    if isinstance(error, ModelNotFoundError):
+        return _info(HTTPStatus.NOT_FOUND, str(error), "model")
+    if isinstance(error, AuthenticationError):
+        return _info(HTTPStatus.UNAUTHORIZED, str(error))
+    if isinstance(error, QueueFullError):
+        return _info(HTTPStatus.TOO_MANY_REQUESTS, str(error))
+    if isinstance(error, EngineDrainingError):
+        return _info(HTTPStatus.SERVICE_UNAVAILABLE, str(error) or "The server is shutting down")
+    if isinstance(error, EngineDeadError):
+        return _info(HTTPStatus.SERVICE_UNAVAILABLE, str(error) or "The engine is not running")
+    if isinstance(error, StarletteHTTPException):
+        status = HTTPStatus(error.status_code)
+        return _info(status, str(error.detail) if error.detail else status.phrase)
+    logger.error("unhandled server error", exc_info=error)
+    return _info(HTTPStatus.INTERNAL_SERVER_ERROR, "Internal server error")
+
+
+def error_response(error: BaseException) -> JSONResponse:
+    status, info = error_info_for(error)
+    headers = {}
+    if isinstance(error, QueueFullError):
+        headers["Retry-After"] = str(max(1, math.ceil(error.retry_after_s)))
+    if isinstance(error, AuthenticationError):
+        headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse({"error": info}, status_code=status, headers=headers)
+
+
+async def _handle(_: Request, error: Exception) -> JSONResponse:
+    return error_response(error)
+
+
+def register_exception_handlers(app: FastAPI) -> None:
+    for error_type in (
+        VdiffValidationError, RequestValidationError, ModelNotFoundError, AuthenticationError, QueueFullError,
+        EngineDrainingError, EngineDeadError, StarletteHTTPException, Exception,
+    ):  # fmt: skip
+        app.add_exception_handler(error_type, _handle)

@@ -1,0 +1,287 @@
+"""What every generation endpoint shares: model names, prompt checks, engine calls with metrics and abort."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from vdiff.engine.outputs import RequestOutput
+from vdiff.engine.protocol import EngineClient
+from vdiff.entrypoints.openai.common import ErrorInfo, ErrorResponse, SamplingRequest
+from vdiff.entrypoints.openai.errors import ModelNotFoundError, error_info_for
+from vdiff.errors import VdiffValidationError
+from vdiff.metrics import FinishedRequest, ServerMetrics
+from vdiff.sampling_params import SamplingParams
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class PromptJob:
+    """One prompt of a request, tokenized and paired with the sampling params it runs with."""
+
+    request_id: str
+    prompt_token_ids: list[int]
+    params: SamplingParams
+
+
+@dataclass(slots=True)
+class RequestTracker:
+    """Times one engine request from the HTTP layer's view (first committed token, frontier advances)."""
+
+    arrival_time: float = field(default_factory=time.monotonic)
+    first_token_time: float | None = None
+    last_advance_time: float | None = None
+    token_latencies: list[float] = field(default_factory=list)
+
+    def observe(self, output: RequestOutput) -> None:
+        num_new = sum(len(choice.new_token_ids) for choice in output.outputs)
+        if num_new == 0:
+            return
+        now = time.monotonic()
+        if self.first_token_time is None:
+            self.first_token_time = now
+        elif self.last_advance_time is not None:
+            self.token_latencies.extend([(now - self.last_advance_time) / num_new] * num_new)
+        self.last_advance_time = now
+
+
+class OpenAIServing:
+    """Base of the completion and chat servings."""
+
+    def __init__(
+        self,
+        engine: EngineClient,
+        served_model_names: Sequence[str],
+        metrics: ServerMetrics,
+        *,
+        log_requests: bool = False,
+    ) -> None:
+        self.engine = engine
+        self.served_model_names = list(served_model_names)
+        self.metrics = metrics
+        self.log_requests = log_requests
+
+    # Model names and limits.
+    def resolve_model_name(self, requested: str | None) -> str:
+        """The name to echo back; a missing name means the first served model, like vLLM."""
+        if requested is None or requested == "":
+            return self.served_model_names[0]
+        if requested not in self.served_model_names:
+            raise ModelNotFoundError(requested)
+        return requested
+
+    @property
+    def max_model_len(self) -> int | None:
+        return self.engine.config.max_model_len
+
+    # Tokenizer access (one place, so the TokenizerInfo contract is used consistently).
+    def encode(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
+        return list(self.engine.tokenizer_info.encode(text, add_special_tokens=add_special_tokens))
+
+    def render_chat(
+        self,
+        conversation: list[dict[str, str]],
+        *,
+        add_generation_prompt: bool,
+        kwargs: dict[str, Any] | None,
+    ) -> list[int]:
+        try:
+            return list(
+                self.engine.tokenizer_info.apply_chat_template(
+                    conversation, add_generation_prompt=add_generation_prompt, **(kwargs or {})
+                )
+            )
+        except (ValueError, TypeError, KeyError) as error:
+            raise VdiffValidationError(f"could not apply the chat template: {error}", "messages") from error
+
+    def decode(self, token_ids: list[int]) -> str:
+        return self.engine.tokenizer_info.decode(token_ids)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.engine.tokenizer_info.vocab_size)
+
+    def check_token_ids(self, token_ids: list[int], param: str) -> None:
+        vocab_size = self.vocab_size
+        for token_id in token_ids:
+            if not 0 <= token_id < vocab_size:
+                raise VdiffValidationError(
+                    f"token id {token_id} is outside the vocabulary [0, {vocab_size})", param
+                )
+
+    def build_job(
+        self, request_id: str, prompt_ids: list[int], request: SamplingRequest, default_max_tokens: int | None
+    ) -> PromptJob:
+        """Check the prompt against max_model_len and bridge the request to SamplingParams."""
+        prompt_param = "messages" if hasattr(request, "messages") else "prompt"
+        if not prompt_ids:
+            raise VdiffValidationError("the prompt is empty after tokenization", prompt_param)
+        max_model_len = self.max_model_len
+        max_tokens = request.requested_max_tokens()
+        if max_tokens is None:
+            max_tokens = default_max_tokens if default_max_tokens is not None else 16
+            if max_model_len is not None:
+                max_tokens = max(1, min(max_tokens, max_model_len - len(prompt_ids)))
+        if max_model_len is not None:
+            if len(prompt_ids) >= max_model_len:
+                raise VdiffValidationError(
+                    f"This model's maximum context length is {max_model_len} tokens; the prompt has "
+                    f"{len(prompt_ids)} tokens. Please shorten the prompt.",
+                    prompt_param,
+                )
+            if max_tokens > 0 and len(prompt_ids) + max_tokens > max_model_len:
+                raise VdiffValidationError(
+                    f"This model's maximum context length is {max_model_len} tokens. However, you requested "
+                    f"{len(prompt_ids) + max_tokens} tokens ({len(prompt_ids)} in the prompt, "
+                    f"{max_tokens} in the completion). Please reduce the length of the prompt or completion.",
+                    "max_tokens",
+                )
+        params = request.to_sampling_params(max_tokens)
+        return PromptJob(request_id, prompt_ids, params)
+
+    # Engine calls.
+    async def generate(self, job: PromptJob) -> AsyncIterator[RequestOutput]:
+        """Stream the engine's outputs, record metrics at the end, and abort if the consumer goes away."""
+        tracker = RequestTracker()
+        final: RequestOutput | None = None
+        if self.log_requests:
+            logger.info(
+                "request %s: %d prompt tokens, params %s",
+                job.request_id,
+                len(job.prompt_token_ids),
+                job.params,
+            )
+        try:
+            async for output in self.engine.generate(job.prompt_token_ids, job.params, job.request_id):
+                tracker.observe(output)
+                final = output
+                yield output
+        finally:
+            if final is None or not final.finished:
+                await self._abort_quietly(job.request_id)
+            if final is not None:
+                self.metrics.record_finished(
+                    FinishedRequest(
+                        arrival_time=tracker.arrival_time,
+                        finished_time=time.monotonic(),
+                        num_prompt_tokens=len(job.prompt_token_ids),
+                        max_tokens=job.params.max_tokens,
+                        n=job.params.n,
+                        first_token_time=tracker.first_token_time,
+                        token_latencies=tracker.token_latencies,
+                        final_output=final,
+                    )
+                )
+
+    async def last_output(self, job: PromptJob) -> RequestOutput:
+        final = None
+        async for output in self.generate(job):
+            final = output
+        if final is None or not final.finished:
+            raise RuntimeError(f"the engine ended request {job.request_id} without a final output")
+        return final
+
+    async def _abort_quietly(self, request_id: str) -> None:
+        try:
+            await asyncio.shield(self.engine.abort(request_id))
+        except Exception:  # the request may already be gone; aborting must never mask the real outcome
+            logger.debug("abort of %s failed", request_id, exc_info=True)
+
+
+async def first_outputs(streams: list[AsyncIterator[RequestOutput]]) -> list[RequestOutput | None]:
+    """Pull every stream's first output concurrently; on any admission error close them all and re-raise."""
+
+    async def first(stream: AsyncIterator[RequestOutput]) -> RequestOutput | None:
+        try:
+            return await anext(stream)
+        except StopAsyncIteration:
+            return None
+
+    tasks = [asyncio.ensure_future(first(stream)) for stream in streams]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for stream in streams:
+            await stream.aclose()  # type: ignore[attr-defined]
+        raise
+
+
+async def gather_or_cancel(coroutines: Sequence[Awaitable[T]]) -> list[T]:
+    """Like asyncio.gather, but the first failure cancels the siblings (their engine requests get aborted)."""
+    tasks = [asyncio.ensure_future(coroutine) for coroutine in coroutines]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+async def merge_streams(
+    streams: Sequence[AsyncIterator[RequestOutput]],
+) -> AsyncIterator[tuple[int, RequestOutput]]:
+    """Interleave several output streams as their items arrive, tagging each with its stream index."""
+    if len(streams) == 1:
+        async for item in streams[0]:
+            yield 0, item
+        return
+    queue: asyncio.Queue[tuple[int, RequestOutput | BaseException | None]] = asyncio.Queue()
+
+    async def pump(index: int, stream: AsyncIterator[RequestOutput]) -> None:
+        try:
+            async for item in stream:
+                await queue.put((index, item))
+        except BaseException as error:
+            await queue.put((index, error))
+            raise
+        else:
+            await queue.put((index, None))
+
+    tasks = [asyncio.create_task(pump(index, stream)) for index, stream in enumerate(streams)]
+    remaining = len(tasks)
+    try:
+        while remaining:
+            index, item = await queue.get()
+            if item is None:
+                remaining -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield index, item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for stream in streams:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+
+def sse_event(payload: BaseModel | dict[str, Any]) -> str:
+    body = (
+        payload.model_dump_json(exclude_none=False) if isinstance(payload, BaseModel) else json.dumps(payload)
+    )
+    return f"data: {body}\n\n"
+
+
+def sse_error(error: BaseException) -> str:
+    """An error that happens after the stream started: sent as an SSE event in OpenAI's error shape."""
+    _, info = error_info_for(error)
+    return sse_event(ErrorResponse(error=ErrorInfo(**info)))
+
+
+SSE_DONE = "data: [DONE]\n\n"

@@ -1,0 +1,22 @@
+"""HTTP wiring of POST /tokenize and POST /detokenize (vLLM serves them outside /v1)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
+
+from vdiff.entrypoints.dependencies import require_api_key
+from vdiff.entrypoints.openai.tokenize.protocol import DetokenizeRequest, TokenizeRequest
+from vdiff.entrypoints.server_state import ServerState, get_server_state
+
+router = APIRouter(dependencies=[Depends(require_api_key)])
+
+
+@router.post("/tokenize")
+async def tokenize(body: TokenizeRequest, state: ServerState = Depends(get_server_state)) -> JSONResponse:
+    return JSONResponse(state.tokenization.tokenize(body).model_dump())
+
+
+@router.post("/detokenize")
+async def detokenize(body: DetokenizeRequest, state: ServerState = Depends(get_server_state)) -> JSONResponse:
+    return JSONResponse(state.tokenization.detokenize(body).model_dump())
