@@ -1,0 +1,171 @@
+"""The published decoders, step for step: LLaDA's `generate` and Dream's `diffusion_generate`.
+
+Both re-run the whole canvas (prompt + every generation position) each step and commit a scheduled
+number of tokens inside the current block:
+- LLaDA rule (`remasking` low_confidence | random): the block's masks are split evenly over its steps
+  (remainder first); tokens are Gumbel-argmax samples in float64; the top-k by confidence commit;
+  cfg_scale > 0 adds an unconditional row (prompt masked) and mixes u + (cfg + 1)(c - u).
+- Dream rule (`alg` origin | maskgit_plus | topk_margin | entropy): time grid linspace(1, eps, steps + 1),
+  floor(#mask · (1 - s/t)) reveals per step (origin: each mask independently with that probability),
+  top_p / top_k filtering, alg_temp sampling of positions.
+Steps that would commit nothing are skipped without a forward (exact at temperature 0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from vdiff.engine.decoding.base import DecodingPolicy, ForwardRequest, ForwardResult, register_policy
+from vdiff.engine.decoding.sampling import (
+    avoid_mask_token,
+    dream_num_transfer,
+    dream_sample_tokens,
+    dream_timesteps,
+    filter_logits,
+    gumbel_argmax,
+    llada_transfer_schedule,
+)
+from vdiff.engine.sequence import Block, Sequence
+
+DREAM_CONFIDENCE = {"maskgit_plus": "prob", "topk_margin": "margin", "entropy": "neg_entropy"}
+
+
+@dataclass(slots=True)
+class BlockProgress:
+    """Where a sequence is inside its current block."""
+
+    block_index: int = -1
+    llada_schedule: list[int] = field(default_factory=list)
+    dream_timesteps: torch.Tensor | None = None
+    masked: torch.Tensor | None = None
+    """Canvas indices queried by the pending forward."""
+    num_to_commit: int = 0
+
+
+def uses_dream_rule(seq: Sequence) -> bool:
+    return seq.params.alg is not None
+
+
+@register_policy
+class ReferencePolicy(DecodingPolicy):
+    name = "reference"
+
+    def init_sequence(self, seq: Sequence) -> None:
+        seq.decoding_state = BlockProgress()
+
+    def prepare(self, seq: Sequence) -> ForwardRequest | None:
+        progress: BlockProgress = seq.decoding_state
+        if not self._find_next_step(seq, progress):
+            return None
+        canvas = seq.canvas
+        rows = [canvas]
+        if seq.params.cfg_scale > 0:
+            unconditional = canvas.clone()
+            unconditional[: seq.prompt_len] = self.context.mask_token_id
+            rows.append(unconditional)
+        logit_indices = progress.masked - 1 if self.context.logit_shift else progress.masked
+        return ForwardRequest(
+            input_ids=torch.stack(rows),
+            position_ids=torch.arange(canvas.shape[0]),
+            logit_indices=logit_indices,
+        )
+
+    def commit_one(self, seq: Sequence, result: ForwardResult) -> None:
+        progress: BlockProgress = seq.decoding_state
+        logits = result.logits[0]
+        if result.logits.shape[0] == 2:
+            unconditional = result.logits[1]
+            logits = unconditional + (seq.params.cfg_scale + 1) * (logits - unconditional)
+        if uses_dream_rule(seq):
+            chosen, tokens = self._dream_choose(seq, progress, logits)
+        else:
+            chosen, tokens = self._llada_choose(seq, progress, logits)
+        seq.commit(progress.masked[chosen], tokens)
+        seq.step_in_block += 1
+        seq.stats.num_denoising_steps += 1
+
+    def _find_next_step(self, seq: Sequence, progress: BlockProgress) -> bool:
+        """Move the block/step cursor to the next step that commits something; False when done."""
+        while True:
+            block = seq.current_block
+            if block is None:
+                return False
+            if progress.block_index != seq.block_index:
+                self._start_block(seq, progress, block)
+            if seq.step_in_block >= block.num_steps:
+                seq.block_index += 1
+                seq.step_in_block = 0
+                continue
+            progress.masked = seq.masked_positions(block.start, block.end)
+            num_masked = progress.masked.shape[0]
+            if num_masked == 0:
+                seq.step_in_block = block.num_steps
+                continue
+            if uses_dream_rule(seq):
+                if seq.params.alg == "origin":
+                    return True
+                progress.num_to_commit = dream_num_transfer(
+                    num_masked, seq.step_in_block, progress.dream_timesteps
+                )
+            else:
+                progress.num_to_commit = progress.llada_schedule[seq.step_in_block]
+            if progress.num_to_commit > 0:
+                return True
+            seq.step_in_block += 1
+
+    def _start_block(self, seq: Sequence, progress: BlockProgress, block: Block) -> None:
+        progress.block_index = seq.block_index
+        if uses_dream_rule(seq):
+            progress.dream_timesteps = dream_timesteps(block.num_steps, seq.params.eps)
+        else:
+            num_masked = seq.masked_positions(block.start, block.end).shape[0]
+            progress.llada_schedule = llada_transfer_schedule(num_masked, block.num_steps)
+
+    def _llada_choose(
+        self, seq: Sequence, progress: BlockProgress, logits: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        params = seq.params
+        sample_from = filter_logits(logits, params.top_p, params.top_k) if params.temperature > 0 else logits
+        tokens = gumbel_argmax(sample_from, params.temperature, seq.generator)
+        tokens = avoid_mask_token(tokens, logits, self.context.mask_token_id)
+        if params.remasking == "random":
+            confidence = torch.rand(tokens.shape, device=logits.device, generator=seq.generator)
+        else:
+            confidence = torch.softmax(logits, dim=-1).gather(-1, tokens[:, None]).squeeze(-1)
+        chosen = torch.topk(confidence, progress.num_to_commit).indices
+        return chosen.cpu(), tokens[chosen]
+
+    def _dream_choose(
+        self, seq: Sequence, progress: BlockProgress, logits: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        params = seq.params
+        block = seq.current_block
+        assert block is not None
+        if params.alg == "origin":
+            step, timesteps = seq.step_in_block, progress.dream_timesteps
+            last = step >= block.num_steps - 1
+            p_transfer = 1.0 if last else float(1 - timesteps[step + 1] / timesteps[step])
+            draws = torch.rand(logits.shape[0], device=logits.device, generator=seq.generator)
+            chosen = (draws < p_transfer).nonzero().flatten()
+            _, tokens = dream_sample_tokens(
+                logits[chosen], params.temperature, params.top_p, params.top_k, "prob", seq.generator
+            )
+            tokens = avoid_mask_token(tokens, logits[chosen], self.context.mask_token_id)
+            return chosen.cpu(), tokens
+        confidence, tokens = dream_sample_tokens(
+            logits,
+            params.temperature,
+            params.top_p,
+            params.top_k,
+            DREAM_CONFIDENCE[params.alg],
+            seq.generator,
+        )
+        tokens = avoid_mask_token(tokens, logits, self.context.mask_token_id)
+        if not params.alg_temp:
+            chosen = torch.topk(confidence, progress.num_to_commit).indices
+        else:
+            weights = torch.softmax(confidence / params.alg_temp, dim=-1)
+            chosen = torch.multinomial(weights, progress.num_to_commit, generator=seq.generator)
+        return chosen.cpu(), tokens[chosen]

@@ -1,0 +1,113 @@
+"""One forward over the queries of every running sequence: right padding, a key mask, explicit positions.
+
+Each sequence (ForwardRequest) contributes 1+ rows of queries and optionally its own cached keys. Rows
+are right-padded to the longest query window; cached keys are right-padded to the longest cache and
+placed before the queries (the model contract). Padded keys are masked out, so a row's result does not
+depend on what else is in the batch. Logits are gathered at the requested indices before the float32
+cast, so only the positions a policy decides on are ever materialised in float32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence as Seq
+from typing import Any
+
+import torch
+
+from vdiff.engine.decoding.base import ForwardRequest, ForwardResult
+from vdiff.models.base import DiffusionModel, KVCache
+
+
+class ModelRunner:
+    def __init__(self, model: DiffusionModel, device: torch.device, pad_token_id: int = 0) -> None:
+        self.model = model
+        self.device = device
+        self.pad_token_id = pad_token_id
+        self.num_forwards = 0
+
+    @property
+    def supports_batching(self) -> bool:
+        return getattr(self.model, "supports_batching", True)
+
+    @torch.inference_mode()
+    def execute(self, requests: list[ForwardRequest]) -> list[ForwardResult]:
+        """Run the requests in one forward (one per request for models that cannot batch)."""
+        if not requests:
+            return []
+        if not self.supports_batching:
+            return [self._forward([request])[0] for request in requests]
+        return self._forward(requests)
+
+    def _forward(self, requests: list[ForwardRequest]) -> list[ForwardResult]:
+        num_rows = sum(request.num_rows for request in requests)
+        num_queries = max(request.num_queries for request in requests)
+        past_rows = [
+            request.past[row] if request.past is not None else None
+            for request in requests
+            for row in range(request.num_rows)
+        ]
+        past_key_values, past_mask = _pad_past(past_rows, self.device)
+        num_cached = 0 if past_mask is None else past_mask.shape[1]
+
+        input_ids = torch.full((num_rows, num_queries), self.pad_token_id, dtype=torch.int64)
+        position_ids = torch.zeros((num_rows, num_queries), dtype=torch.int64)
+        key_mask = torch.zeros((num_rows, num_cached + num_queries), dtype=torch.bool)
+        row = 0
+        for request in requests:
+            length = request.num_queries
+            rows = slice(row, row + request.num_rows)
+            input_ids[rows, :length] = request.input_ids
+            position_ids[rows, :length] = request.position_ids
+            key_mask[rows, num_cached : num_cached + length] = True
+            row += request.num_rows
+        key_mask = key_mask.to(self.device)
+        if past_mask is not None:
+            key_mask[:, :num_cached] = past_mask
+
+        output = self.model(
+            input_ids.to(self.device),
+            position_ids.to(self.device),
+            attention_mask=key_mask,
+            past_key_values=past_key_values,
+            use_cache=any(request.use_cache for request in requests),
+        )
+        self.num_forwards += 1
+
+        results = []
+        row = 0
+        for request in requests:
+            rows = slice(row, row + request.num_rows)
+            indices = request.logit_indices.to(self.device)
+            logits = output.logits[rows].index_select(1, indices).float()
+            kv = None
+            if request.use_cache and output.past_key_values is not None:
+                kv = [
+                    (k[rows, :, : request.num_queries], v[rows, :, : request.num_queries])
+                    for k, v in output.past_key_values
+                ]
+            results.append(ForwardResult(logits=logits, past_key_values=kv))
+            row += request.num_rows
+        return results
+
+
+def _pad_past(pasts: Seq[Any | None], device: torch.device) -> tuple[KVCache | None, torch.Tensor | None]:
+    """Per row cached keys/values ([num_kv_heads, P, head_dim] per layer) -> [B, H, P_max, D] + key mask."""
+    lengths = [0 if past is None else past.length for past in pasts]
+    max_length = max(lengths, default=0)
+    if max_length == 0:
+        return None, None
+    template = next(past for past in pasts if past is not None and past.length > 0)
+    mask = torch.zeros(len(pasts), max_length, dtype=torch.bool, device=device)
+    batched: KVCache = []
+    for layer in range(len(template.keys)):
+        key_like, value_like = template.keys[layer], template.values[layer]
+        keys = key_like.new_zeros(len(pasts), key_like.shape[0], max_length, key_like.shape[-1])
+        values = value_like.new_zeros(len(pasts), value_like.shape[0], max_length, value_like.shape[-1])
+        for row, past in enumerate(pasts):
+            if lengths[row]:
+                keys[row, :, : lengths[row]] = past.keys[layer]
+                values[row, :, : lengths[row]] = past.values[layer]
+        batched.append((keys.to(device), values.to(device)))
+    for row, length in enumerate(lengths):
+        mask[row, :length] = True
+    return batched, mask

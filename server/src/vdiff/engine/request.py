@@ -1,0 +1,48 @@
+"""A request: the prompt, its resolved parameters and its n sequences; builds the RequestOutputs."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from vdiff.engine.outputs import CompletionOutput, RequestOutput, RequestStats
+from vdiff.engine.sequence import Sequence
+from vdiff.sampling_params import SamplingParams
+
+
+@dataclass(eq=False)
+class Request:
+    request_id: str
+    prompt_token_ids: list[int]
+    params: SamplingParams
+    seqs: list[Sequence]
+    stats: RequestStats = field(default_factory=RequestStats)
+
+    @property
+    def is_finished(self) -> bool:
+        return all(seq.is_finished for seq in self.seqs)
+
+    def make_output(self, deltas: dict[int, tuple[list[int], str]]) -> RequestOutput:
+        """A snapshot of all n generations; `deltas` maps sequence index -> (new tokens, new text)."""
+        outputs = []
+        for seq in self.seqs:
+            new_token_ids, new_text = deltas.get(seq.index, ([], ""))
+            outputs.append(
+                CompletionOutput(
+                    index=seq.index,
+                    token_ids=list(seq.output_token_ids),
+                    new_token_ids=list(new_token_ids),
+                    text=seq.text,
+                    new_text=new_text,
+                    finish_reason=seq.finish_reason,
+                    stop_reason=seq.stop_reason,
+                )
+            )
+        self.stats.num_denoising_steps = sum(seq.stats.num_denoising_steps for seq in self.seqs)
+        return RequestOutput(
+            request_id=self.request_id,
+            prompt_token_ids=self.prompt_token_ids,
+            outputs=outputs,
+            finished=self.is_finished,
+            stats=dataclasses.replace(self.stats),
+        )

@@ -1,0 +1,94 @@
+"""Admission control: a bounded waiting queue of requests feeding at most max_num_seqs running sequences.
+
+Knows nothing about tensors; it only moves sequences between waiting, running and finished, between
+engine steps (continuous batching at step granularity).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from typing import Protocol
+
+from vdiff.errors import QueueFullError
+
+
+class Schedulable(Protocol):
+    request_id: str
+
+    @property
+    def is_finished(self) -> bool: ...
+
+
+class Scheduler:
+    def __init__(self, max_num_seqs: int, max_waiting_requests: int) -> None:
+        self.max_num_seqs = max_num_seqs
+        self.max_waiting_requests = max_waiting_requests
+        self.waiting: deque[list[Schedulable]] = deque()
+        """One entry per request: its sequences not admitted yet (a request may be admitted piecewise)."""
+        self.running: list[Schedulable] = []
+
+    @property
+    def num_running_seqs(self) -> int:
+        return len(self.running)
+
+    @property
+    def num_waiting_seqs(self) -> int:
+        return sum(len(group) for group in self.waiting)
+
+    @property
+    def num_waiting_requests(self) -> int:
+        return len(self.waiting)
+
+    def num_queued_requests(self) -> int:
+        """Waiting requests that will not all fit into the running batch at the next admission."""
+        free = self.max_num_seqs - len(self.running)
+        queued = 0
+        for group in self.waiting:
+            if len(group) <= free:
+                free -= len(group)
+            else:
+                free = 0
+                queued += 1
+        return queued
+
+    def add(self, seqs: list[Schedulable]) -> None:
+        """Queue a request's sequences, refusing it when it would have to wait behind a full queue."""
+        would_fit = self.num_running_seqs + self.num_waiting_seqs + len(seqs) <= self.max_num_seqs
+        if not would_fit and self.num_queued_requests() >= self.max_waiting_requests:
+            raise QueueFullError()
+        self.waiting.append(list(seqs))
+
+    def schedule(self) -> list[Schedulable]:
+        """Drop finished sequences, admit waiting ones in arrival order, return the running batch."""
+        self.running = [seq for seq in self.running if not seq.is_finished]
+        while self.waiting and len(self.running) < self.max_num_seqs:
+            group = self.waiting[0]
+            while group and len(self.running) < self.max_num_seqs:
+                seq = group.pop(0)
+                if not seq.is_finished:
+                    self.running.append(seq)
+            if not group:
+                self.waiting.popleft()
+        return list(self.running)
+
+    def remove_request(self, request_id: str) -> list[Schedulable]:
+        """Take every sequence of a request out of the queues (abort); returns them."""
+        removed = [seq for seq in self.running if seq.request_id == request_id]
+        self.running = [seq for seq in self.running if seq.request_id != request_id]
+        kept: deque[list[Schedulable]] = deque()
+        for group in self.waiting:
+            if group and group[0].request_id == request_id:
+                removed.extend(group)
+            else:
+                kept.append(group)
+        self.waiting = kept
+        return removed
+
+    def has_unfinished(self) -> bool:
+        return bool(self.waiting) or any(not seq.is_finished for seq in self.running)
+
+    def all_sequences(self) -> Iterable[Schedulable]:
+        yield from self.running
+        for group in self.waiting:
+            yield from group
