@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 from pathlib import Path
 
 import pytest
+import torch
 from checkpoint_factory import make_dream_checkpoint, make_llada_checkpoint, make_qwen2_ar_checkpoint
+
+# Tiny matmuls on a shared 2-core machine: extra OpenMP threads only spin against each other.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
