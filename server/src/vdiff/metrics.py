@@ -9,7 +9,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from vdiff.engine.outputs import RequestOutput
@@ -23,6 +30,8 @@ STEP_COUNT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 BATCH_SIZE_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 256, 512)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+disable_created_metrics()  # like vLLM: no *_created series next to every counter and histogram
 
 
 @dataclass(slots=True)
@@ -52,7 +61,7 @@ class StepStats:
     """One engine step: how many sequences shared the forward pass and how many tokens they committed."""
 
     batch_size: int
-    num_tokens_committed: int
+    num_tokens_committed: float
 
 
 @dataclass(slots=True)

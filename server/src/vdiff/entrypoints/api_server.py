@@ -65,7 +65,7 @@ def served_model_names(config: EngineConfig) -> list[str]:
 def init_app_state(engine: EngineClient, state: State, args: FrontendArgs) -> ServerState:
     names = served_model_names(engine.config)
     metrics = ServerMetrics(names[0])
-    bind_engine_stats(engine, metrics)
+    stats_poller = bind_engine_stats(engine, metrics)
     serving_kwargs = {"metrics": metrics, "log_requests": args.enable_log_requests}
     server_state = ServerState(
         engine=engine,
@@ -75,6 +75,7 @@ def init_app_state(engine: EngineClient, state: State, args: FrontendArgs) -> Se
         completion=OpenAIServingCompletion(engine, names, **serving_kwargs),
         chat=OpenAIServingChat(engine, names, **serving_kwargs),
         tokenization=OpenAIServingTokenization(engine, names, **serving_kwargs),
+        stats_poller=stats_poller,
     )
     state.vdiff = server_state
     return server_state

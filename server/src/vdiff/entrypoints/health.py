@@ -38,4 +38,5 @@ async def show_version() -> JSONResponse:
 
 @router.get("/metrics")
 async def metrics(state: ServerState = Depends(get_server_state)) -> Response:
+    state.stats_poller.poll()
     return Response(content=state.metrics.render(), media_type=CONTENT_TYPE)

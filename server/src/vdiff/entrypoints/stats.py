@@ -1,13 +1,13 @@
-"""Feeds engine-side numbers (queues, per-step batch sizes) into the metrics, and logs them periodically."""
+"""Feeds engine-side numbers (queue sizes, per-step batch sizes) into the metrics, and logs them periodically."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vdiff.engine.protocol import EngineClient
-from vdiff.metrics import SchedulerSnapshot, ServerMetrics
+from vdiff.metrics import SchedulerSnapshot, ServerMetrics, StepStats
 
 if TYPE_CHECKING:
     from vdiff.entrypoints.server_state import ServerState
@@ -15,14 +15,50 @@ if TYPE_CHECKING:
 logger = logging.getLogger("vdiff.stats")
 
 
-def bind_engine_stats(engine: EngineClient, metrics: ServerMetrics) -> None:
-    """Wire the engine's scheduler counters and step statistics into the metrics."""
-    scheduler_snapshot = getattr(engine, "scheduler_snapshot", None)
-    if scheduler_snapshot is not None:
-        metrics.bind_scheduler(lambda: SchedulerSnapshot(*scheduler_snapshot()))
-    add_step_listener = getattr(engine, "add_step_listener", None)
-    if add_step_listener is not None:
-        add_step_listener(metrics.record_steps)
+def _core_engine(engine: EngineClient) -> Any:
+    """The synchronous LLMEngine behind an EngineClient (it owns .scheduler and .stats), if reachable."""
+    for candidate in (getattr(engine, "engine", None), engine):
+        if candidate is not None and hasattr(candidate, "scheduler") and hasattr(candidate, "stats"):
+            return candidate
+    return None
+
+
+class EngineStatsPoller:
+    """Turns the engine's plain counters into metric observations; poll() before each scrape."""
+
+    def __init__(self, engine: EngineClient, metrics: ServerMetrics) -> None:
+        self.core = _core_engine(engine)
+        self.metrics = metrics
+        self.steps_seen = 0
+        self.committed_seen = 0
+        if self.core is not None:
+            metrics.bind_scheduler(self.snapshot)
+
+    def snapshot(self) -> SchedulerSnapshot:
+        scheduler = self.core.scheduler
+        # The scheduler drops finished sequences only at its next schedule(); don't count them as running.
+        num_running = sum(1 for seq in list(scheduler.running) if not seq.is_finished)
+        return SchedulerSnapshot(num_running, scheduler.num_waiting_seqs)
+
+    def poll(self) -> None:
+        if self.core is None:
+            return
+        stats = self.core.stats
+        num_steps, committed = stats.num_steps, stats.num_committed_tokens
+        new_steps = num_steps - self.steps_seen
+        if new_steps <= 0:
+            return
+        recent = list(stats.recent_batch_sizes)[-new_steps:]
+        tokens_per_step = (committed - self.committed_seen) / new_steps
+        self.metrics.record_steps([StepStats(size, tokens_per_step) for size in recent])
+        missed = new_steps - len(recent)  # more steps than the engine remembers: count them, sizes unknown
+        if missed > 0:
+            self.metrics.engine_steps.labels(model_name=self.metrics.model_name).inc(missed)
+        self.steps_seen, self.committed_seen = num_steps, committed
+
+
+def bind_engine_stats(engine: EngineClient, metrics: ServerMetrics) -> EngineStatsPoller:
+    return EngineStatsPoller(engine, metrics)
 
 
 async def log_stats_forever(state: ServerState, interval_s: float) -> None:
@@ -30,6 +66,7 @@ async def log_stats_forever(state: ServerState, interval_s: float) -> None:
     last_tokens = metrics.totals.generation_tokens
     while True:
         await asyncio.sleep(interval_s)
+        state.stats_poller.poll()
         tokens = metrics.totals.generation_tokens
         running, waiting = metrics.totals.num_running(), metrics.totals.num_waiting()
         if tokens != last_tokens or running or waiting:

@@ -52,6 +52,8 @@ def _describe_validation_error(error: RequestValidationError) -> tuple[str, str 
     if first.get("type") == "json_invalid":
         return f"Invalid JSON body: {first.get('ctx', {}).get('error', first.get('msg'))}", None
     location = [str(part) for part in first.get("loc", ()) if part != "body"]
+    if not location and first.get("type") == "model_attributes_type":
+        return "The request body must be a JSON object (Content-Type: application/json)", None
     param = ".".join(location) or None
     message = first.get("msg", "Invalid value")
     if param:
