@@ -177,13 +177,17 @@ def generate(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--version", required=True, help="bundle / CSV version (semver, no leading v)")
     parser.add_argument("--img", required=True, help="operator image")
     parser.add_argument("--server-img", required=True, help="vdiff server image")
     parser.add_argument("--channels", default="alpha")
     parser.add_argument("--default-channel", default="alpha")
-    parser.add_argument("--output", type=Path, default=REPO_ROOT, help="where bundle/ and bundle.Dockerfile go")
+    parser.add_argument(
+        "--output", type=Path, default=REPO_ROOT, help="where bundle/ and bundle.Dockerfile go"
+    )
     args = parser.parse_args(argv)
     if args.default_channel not in args.channels.split(","):
         parser.error(f"--default-channel {args.default_channel} is not one of --channels {args.channels}")

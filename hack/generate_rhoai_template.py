@@ -51,7 +51,9 @@ def write(output_dir: Path, server_img: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     from vdiff_operator.builders.common import DEFAULT_IMAGE
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--server-img", default=DEFAULT_IMAGE, help="vdiff server image in the runtime")
     parser.add_argument("--output", type=Path, default=RHOAI_DIR)
     args = parser.parse_args(argv)

@@ -122,7 +122,9 @@ def render(base: Path, img: str, server_img: str) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("base", type=Path, help="kustomization directory, e.g. config/default")
     parser.add_argument("--img", required=True, help="operator image")
     parser.add_argument("--server-img", required=True, help="vdiff server image")

@@ -20,7 +20,14 @@ SHARED_CRDS = REPO_ROOT.parent / "shared" / "crds"
 OUR_CRDS = REPO_ROOT / "crds"
 # Oldest Kubernetes the CSV declares (minKubeVersion 1.27) and a current one; kubernetes-validate ships both.
 KUBERNETES_VERSIONS = ("1.27.0", "1.32.0")
-BUILTIN_GROUPS = {"", "apps", "rbac.authorization.k8s.io", "apiextensions.k8s.io", "policy", "networking.k8s.io"}
+BUILTIN_GROUPS = {
+    "",
+    "apps",
+    "rbac.authorization.k8s.io",
+    "apiextensions.k8s.io",
+    "policy",
+    "networking.k8s.io",
+}
 
 Manifest = dict[str, Any]
 
@@ -82,33 +89,37 @@ def _drop_nulls(value: Any) -> Any:
     return value
 
 
+_YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 @functools.cache
-def _crd_index() -> dict[tuple[str, str, str], dict[str, Any]]:
-    """(group, version, kind) -> openAPIV3Schema, from ../shared/crds and our own crds/."""
-    files = sorted(OUR_CRDS.glob("*.yaml"))
-    if SHARED_CRDS.is_dir():
-        files += sorted(SHARED_CRDS.glob("*.yaml"))
-    index: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for path in files:
-        for doc in load_yaml_documents(path):
-            if doc.get("kind") != "CustomResourceDefinition":
-                continue
-            spec = doc["spec"]
-            for version in spec["versions"]:
-                schema = version.get("schema", {}).get("openAPIV3Schema")
-                if schema:
-                    index[(spec["group"], version["name"], spec["names"]["kind"])] = _drop_nulls(schema)
-    return index
+def _crd_file_schemas(path: Path) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """(group, version, kind) -> openAPIV3Schema of one CRD file (libyaml: upstream CRDs are megabytes)."""
+    schemas: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for doc in yaml.load_all(path.read_text(), Loader=_YamlLoader):
+        if not doc or doc.get("kind") != "CustomResourceDefinition":
+            continue
+        spec = doc["spec"]
+        for version in spec["versions"]:
+            schema = version.get("schema", {}).get("openAPIV3Schema")
+            if schema:
+                schemas[(spec["group"], version["name"], spec["names"]["kind"])] = _drop_nulls(schema)
+    return schemas
 
 
 def crd_schema(api_version: str, kind: str) -> dict[str, Any]:
+    """From our crds/ or ../shared/crds, whose files are named <group>_<plural>.yaml."""
     group, version = api_version.split("/", 1)
-    schema = _crd_index().get((group, version, kind))
-    if schema is None:
-        if not SHARED_CRDS.is_dir():
-            pytest.skip(f"{SHARED_CRDS} is absent: no upstream schema for {kind} to validate against")
-        raise AssertionError(f"no CRD schema for {api_version} {kind}")
-    return schema
+    candidates = sorted(OUR_CRDS.glob(f"{group}_*.yaml"))
+    if SHARED_CRDS.is_dir():
+        candidates += sorted(SHARED_CRDS.glob(f"{group}_*.yaml"))
+    for path in candidates:
+        schema = _crd_file_schemas(path).get((group, version, kind))
+        if schema is not None:
+            return schema
+    if not SHARED_CRDS.is_dir():
+        pytest.skip(f"{SHARED_CRDS} is absent: no upstream schema for {kind} to validate against")
+    raise AssertionError(f"no CRD schema for {api_version} {kind}")
 
 
 def validate_custom(manifest: Manifest) -> None:

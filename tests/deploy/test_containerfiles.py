@@ -141,7 +141,9 @@ def test_operator_probes_match_the_liveness_endpoint(operator_image: Containerfi
     entrypoint = operator_image.final.last("ENTRYPOINT").exec_form()
     url = urlparse(next(arg for arg in entrypoint if arg.startswith("--liveness=")).split("=", 1)[1])
     manager = next(
-        doc for doc in load_yaml_documents(REPO_ROOT / "config/manager/manager.yaml") if doc["kind"] == "Deployment"
+        doc
+        for doc in load_yaml_documents(REPO_ROOT / "config/manager/manager.yaml")
+        if doc["kind"] == "Deployment"
     )
     container = manager["spec"]["template"]["spec"]["containers"][0]
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}

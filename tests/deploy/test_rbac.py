@@ -72,14 +72,21 @@ def test_every_child_the_operator_builds_can_be_applied(granted: set[Permission]
     from vdiff_operator.kube import PLURALS
     from vdiff_operator.models import DiffusionModel
 
-    sample = yaml.safe_load((REPO_ROOT / "config/samples/vdiff_v1alpha1_diffusionmodel_llada.yaml").read_text())
+    sample = yaml.safe_load(
+        (REPO_ROOT / "config/samples/vdiff_v1alpha1_diffusionmodel_llada.yaml").read_text()
+    )
     sample["metadata"].update(namespace="demo", uid="00000000-0000-0000-0000-000000000001")
     sample["spec"]["monitoring"] = {"serviceMonitor": "Enabled"}
     sample["spec"]["route"] = {"enabled": True, "host": "llada.apps.example.com"}
     dm = DiffusionModel.from_body(sample)
     platform = builders.Platform.openshift(rhoai=True)
     children = builders.build_children(dm, platform)
-    assert {child["kind"] for child in children} >= {"ServingRuntime", "InferenceService", "Route", "Template"}
+    assert {child["kind"] for child in children} >= {
+        "ServingRuntime",
+        "InferenceService",
+        "Route",
+        "Template",
+    }
     for child in children:
         group = child["apiVersion"].split("/")[0]
         plural = PLURALS[child["kind"]]
@@ -105,7 +112,9 @@ def test_binding_ties_the_role_to_the_deployments_service_account() -> None:
     binding = rbac["ClusterRoleBinding/operator-rolebinding"]
     assert binding["roleRef"]["name"] == yaml.safe_load(ROLE.read_text())["metadata"]["name"]
     deployment = next(
-        doc for doc in load_yaml_documents(REPO_ROOT / "config/manager/manager.yaml") if doc["kind"] == "Deployment"
+        doc
+        for doc in load_yaml_documents(REPO_ROOT / "config/manager/manager.yaml")
+        if doc["kind"] == "Deployment"
     )
     service_account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
     assert [subject["name"] for subject in binding["subjects"]] == [service_account]
