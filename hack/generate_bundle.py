@@ -3,7 +3,8 @@
 
 operator-sdk is not needed: config/manifests is rendered with kustomize (images set through
 hack/render_overlay.py), then the CSV base is completed with what config/ declares:
-  - spec.install: the operator Deployment, clusterPermissions from the ClusterRole bound to its ServiceAccount;
+  - spec.install: the operator Deployment, clusterPermissions from the ClusterRole bound to its
+    ServiceAccount;
   - relatedImages (operator and server), containerImage, alm-examples (config/samples), version and name;
 ClusterRoles not bound to the operator (admin/editor/viewer aggregation roles) and the CRD go to
 bundle/manifests/ as plain manifests. The output is deterministic, so a test can detect a stale bundle.

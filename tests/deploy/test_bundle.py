@@ -1,4 +1,4 @@
-"""The OLM bundle: up to date with config/, schema-valid, and the checks `operator-sdk bundle validate` makes."""
+"""The OLM bundle: up to date with config/, schema-valid, and what `operator-sdk bundle validate` checks."""
 
 from __future__ import annotations
 

@@ -11,8 +11,8 @@ from deploy.support import (
     kustomization_dirs,
     kustomize_build,
     load_hack_module,
-    operator_builders,
     only,
+    operator_builders,
     validate_manifest,
 )
 
@@ -48,7 +48,7 @@ def test_validation_rejects_a_broken_object() -> None:
     """validate_manifest is not a no-op: a wrong type in a built-in and in a CRD-backed object both fail."""
     deployment = only(kustomize_build(REPO_ROOT / "config/manager"), "Deployment")
     deployment["spec"]["replicas"] = "one"
-    with pytest.raises(Exception, match="replicas|one"):
+    with pytest.raises(Exception, match=r"replicas|one"):
         validate_manifest(deployment)
     sample = kustomize_build(REPO_ROOT / "config/samples")[0]
     sample["spec"]["model"]["uri"] = "ftp://nowhere"

@@ -1,4 +1,4 @@
-"""The operator's ClusterRole grants exactly what operator/RBAC.md lists, and that covers what the code calls."""
+"""The operator's ClusterRole grants exactly operator/RBAC.md, and that covers what the code calls."""
 
 from __future__ import annotations
 
