@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 import torch
+
+from vdiff.engine.decoding.base import DecodingPolicy, ForwardRequest, ForwardResult, register_policy
+from vdiff.engine.decoding.sampling import avoid_mask_token, filter_logits, gumbel_argmax
+from vdiff.engine.kv_cache import BlockCache, SequenceKV
+from vdiff.engine.sequence import Sequence
+from vdiff.errors import VdiffValidationError
 
 
 def select_parallel(
@@ -23,7 +32,7 @@ def select_parallel(
     num_rows, length = confidence.shape
     scores = confidence.float().masked_fill(~candidates, float("-inf"))
     has_candidate = candidates.any(dim=-1)
-    best = scores.argmax(dim=-1)
+    best = scores.topk(1, dim=-1).indices.squeeze(-1)
     commit = torch.zeros_like(candidates)
     commit[torch.arange(num_rows, device=commit.device), best] = has_candidate
 
@@ -40,3 +49,134 @@ def select_parallel(
     leading_run = passes.to(torch.int8).cumprod(dim=-1).bool()
     by_factor = torch.zeros_like(candidates).scatter(-1, order, leading_run) & candidates
     return commit | torch.where(factor > 0, by_factor, by_threshold)
+
+
+@dataclass(slots=True)
+class ThresholdState:
+    """Per-sequence state: the pending step's queried positions and one block cache per row."""
+
+    caches: list[BlockCache] = field(default_factory=list)
+    masked: torch.Tensor | None = None
+    """Canvas indices of the current block's masks queried by the pending forward."""
+    is_refresh: bool = False
+    num_refreshes: int = 0
+
+
+@register_policy
+class ThresholdPolicy(DecodingPolicy):
+    """Commit every masked position of the current block whose confidence clears τ (or the factor
+    rule), at least the most confident one; blocks left to right; optional Fast-dLLM block cache."""
+
+    name = "threshold"
+
+    def validate(self, params: Any, model_family: str) -> None:
+        if params.kv_cache != "none" and not getattr(self.context.runner.model, "supports_kv_cache", True):
+            raise VdiffValidationError(
+                "this model is served without KV cache support; use kv_cache 'none'", "kv_cache"
+            )
+
+    def init_sequence(self, seq: Sequence) -> None:
+        state = ThresholdState()
+        if seq.params.kv_cache in ("prefix", "dual"):
+            num_rows = 2 if seq.params.cfg_scale > 0 else 1
+            state.caches = [
+                BlockCache(seq.params.kv_cache, self.context.logit_shift) for _ in range(num_rows)
+            ]
+        seq.decoding_state = state
+
+    def prepare(self, seq: Sequence) -> ForwardRequest | None:
+        state: ThresholdState = seq.decoding_state
+        block = self._current_block(seq)
+        if block is None:
+            return None
+        state.masked = seq.masked_positions(block.start, block.end)
+        canvas = seq.canvas
+        rows = [canvas]
+        if seq.params.cfg_scale > 0:
+            unconditional = canvas.clone()
+            unconditional[: seq.prompt_len] = self.context.mask_token_id
+            rows.append(unconditional)
+        shift = 1 if self.context.logit_shift else 0
+        if not state.caches:
+            state.is_refresh = False
+            return ForwardRequest(
+                input_ids=torch.stack(rows),
+                position_ids=torch.arange(canvas.shape[0]),
+                logit_indices=state.masked - shift,
+            )
+        start, end = seq.prompt_len + block.start, seq.prompt_len + block.end
+        windows = [cache.window(start, end, canvas.shape[0]) for cache in state.caches]
+        window = windows[0]
+        state.is_refresh = window.is_refresh
+        return ForwardRequest(
+            input_ids=torch.stack([row[window.start : window.end] for row in rows]),
+            position_ids=torch.arange(window.start, window.end),
+            logit_indices=state.masked - shift - window.start,
+            past=None if window.is_refresh else [w.past for w in windows],
+            use_cache=window.is_refresh,
+        )
+
+    def commit(self, seqs: list[Sequence], results: list[ForwardResult]) -> None:
+        if not seqs:
+            return
+        tokens, confidence, candidates = self._sample(seqs, results)
+        threshold = torch.tensor([seq.params.threshold for seq in seqs], device=confidence.device)
+        factor = torch.tensor([seq.params.factor or 0.0 for seq in seqs], device=confidence.device)
+        chosen = select_parallel(confidence, candidates, threshold, factor).cpu()
+        tokens = tokens.cpu()
+        for row, (seq, result) in enumerate(zip(seqs, results, strict=True)):
+            state: ThresholdState = seq.decoding_state
+            picked = chosen[row, : state.masked.shape[0]]
+            if state.is_refresh:
+                self._refresh(seq, state, result)
+            seq.commit(state.masked[picked], tokens[row, : state.masked.shape[0]][picked])
+            seq.step_in_block += 1
+            seq.stats.num_denoising_steps += 1
+
+    def _current_block(self, seq: Sequence):
+        """Skip blocks without masks (threshold decoding ignores the step budget)."""
+        while (block := seq.current_block) is not None:
+            if seq.masked_positions(block.start, block.end).numel():
+                return block
+            seq.block_index += 1
+            seq.step_in_block = 0
+        return None
+
+    def _refresh(self, seq: Sequence, state: ThresholdState, result: ForwardResult) -> None:
+        block = seq.current_block
+        assert block is not None and result.past_key_values is not None
+        start, end = seq.prompt_len + block.start, seq.prompt_len + block.end
+        for row, cache in enumerate(state.caches):
+            canvas_kv = SequenceKV.from_batch(result.past_key_values, row, 0, seq.canvas.shape[0])
+            cache.refresh(canvas_kv, start, end)
+        state.num_refreshes += 1
+
+    def _sample(
+        self, seqs: list[Sequence], results: list[ForwardResult]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Tokens (LLaDA's float64 Gumbel sampler, per-sequence generator) and their probabilities,
+        padded to [num_seqs, max_masks]; candidates marks the real entries."""
+        num_masks = [seq.decoding_state.masked.shape[0] for seq in seqs]
+        width = max(num_masks)
+        device = results[0].logits.device
+        vocab = results[0].logits.shape[-1]
+        logits = torch.zeros(len(seqs), width, vocab, device=device)
+        tokens = torch.zeros(len(seqs), width, dtype=torch.int64, device=device)
+        for row, (seq, result) in enumerate(zip(seqs, results, strict=True)):
+            seq_logits = result.logits[0]
+            if result.logits.shape[0] == 2:
+                unconditional = result.logits[1]
+                seq_logits = unconditional + (seq.params.cfg_scale + 1) * (seq_logits - unconditional)
+            params = seq.params
+            sample_from = seq_logits
+            if params.temperature > 0:
+                sample_from = filter_logits(seq_logits, params.top_p, params.top_k)
+            seq_tokens = gumbel_argmax(sample_from, params.temperature, seq.generator)
+            tokens[row, : num_masks[row]] = avoid_mask_token(
+                seq_tokens, seq_logits, self.context.mask_token_id
+            )
+            logits[row, : num_masks[row]] = seq_logits
+        confidence = torch.softmax(logits, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+        lengths = torch.tensor(num_masks, device=device).view(-1, 1)
+        candidates = torch.arange(width, device=device).view(1, -1) < lengths
+        return tokens, confidence, candidates
