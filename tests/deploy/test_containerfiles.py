@@ -9,6 +9,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+import yaml
 from deploy.containerfile import Containerfile, parse
 from deploy.support import REPO_ROOT, load_yaml_documents, operator_builders
 
@@ -164,3 +165,46 @@ def test_operator_image_installs_only_operator_dependencies(operator_image: Cont
 def test_dockerignore_keeps_the_build_context_small() -> None:
     ignored = (REPO_ROOT / ".dockerignore").read_text().split()
     assert {".venv", ".git"} <= set(ignored)
+
+
+def _server_cli():
+    try:
+        from vdiff.entrypoints import cli_args
+    except ImportError as error:
+        pytest.skip(f"vdiff server CLI not importable ({error})")
+    return cli_args
+
+
+@pytest.mark.parametrize(
+    "sample", sorted((REPO_ROOT / "config/samples").glob("vdiff_*.yaml")), ids=lambda p: p.stem
+)
+def test_server_cli_accepts_what_kserve_runs(server: Containerfile, sample: Path) -> None:
+    """ENTRYPOINT + the operator's runtime args + the InferenceService's args parse with the real CLI."""
+    cli_args = _server_cli()
+    builders = operator_builders()
+    from vdiff_operator.models import DiffusionModel
+
+    body = yaml.safe_load(sample.read_text())
+    body["metadata"].update(namespace="demo", uid="00000000-0000-0000-0000-000000000002")
+    dm = DiffusionModel.from_body(body)
+    runtime = builders.build_serving_runtime(dm, "quay.io/x/vdiff-server:1")
+    isvc = builders.build_inference_service(dm)
+    entrypoint = server.final.last("ENTRYPOINT").exec_form()
+    assert entrypoint[1] == "serve"
+    argv = [*runtime["spec"]["containers"][0]["args"], *isvc["spec"]["predictor"]["model"]["args"]]
+    environ = {key: value for key, value in server.final.env().items() if key.startswith("VDIFF_")}
+    parsed = cli_args.resolve_serve_args(cli_args.make_arg_parser(), argv, environ).values
+    assert parsed["port"] == 8080
+    assert parsed["host"] == "0.0.0.0"
+    assert parsed["model"] == "/mnt/models"
+    assert dm.served_model_name in parsed["served_model_names"]
+
+
+def test_server_image_defaults_parse(server: Containerfile) -> None:
+    cli_args = _server_cli()
+    default_args = server.final.last("CMD").exec_form()
+    environ = {key: value for key, value in server.final.env().items() if key.startswith("VDIFF_")}
+    parsed = cli_args.resolve_serve_args(cli_args.make_arg_parser(), default_args, environ).values
+    assert (parsed["host"], parsed["port"], parsed["model"]) == ("0.0.0.0", 8080, "/mnt/models")
+    no_port = cli_args.resolve_serve_args(cli_args.make_arg_parser(), ["--model=/mnt/models"], environ).values
+    assert no_port["port"] == 8080, "VDIFF_PORT keeps the image on 8080 when args omit --port"
