@@ -105,7 +105,7 @@ rhoai-template: ## Regenerate config/rhoai (dashboard Template) from the operato
 bundle: ## Generate bundle/ and bundle.Dockerfile from config/ (BUNDLE_GEN=operator-sdk to use operator-sdk)
 ifeq ($(BUNDLE_GEN),operator-sdk)
 	$(HOST_PY) hack/render_overlay.py config/manifests --img $(IMG) --server-img $(SERVER_IMG) \
-		| operator-sdk generate bundle -q --overwrite --version $(VERSION) --channels=$(CHANNELS) --default-channel=$(DEFAULT_CHANNEL)
+		| operator-sdk generate bundle -q --overwrite --package vdiff-operator --version $(VERSION) --channels=$(CHANNELS) --default-channel=$(DEFAULT_CHANNEL)
 else
 	$(HOST_PY) hack/generate_bundle.py --version $(VERSION) --img $(IMG) --server-img $(SERVER_IMG) \
 		--channels $(CHANNELS) --default-channel $(DEFAULT_CHANNEL)
