@@ -79,8 +79,11 @@ def llama_name(name: str) -> str:
 
 
 def hf_llama_from_llada(path: Path) -> LlamaForCausalLM:
+    """LLaDA's weights in LlamaForCausalLM; biases LLaDA lacks (o_proj under qkv-only bias) are zero."""
     cfg = json.loads((path / "config.json").read_text())
     config = LlamaConfig(
+        attention_bias=cfg["include_bias"] or cfg["include_qkv_bias"],
+        mlp_bias=cfg["include_bias"],
         vocab_size=cfg["embedding_size"],
         hidden_size=cfg["d_model"],
         intermediate_size=cfg["mlp_hidden_size"],
@@ -94,8 +97,12 @@ def hf_llama_from_llada(path: Path) -> LlamaForCausalLM:
     )
     model = LlamaForCausalLM(config)
     state = {llama_name(name): tensor for name, tensor in load_file(path / "model.safetensors").items()}
+    state.pop("lm_head.bias", None)  # Llama's head has no bias; the test subtracts it from ours
     if cfg["weight_tying"]:
         state["lm_head.weight"] = state["model.embed_tokens.weight"]
+    for name, param in model.state_dict().items():
+        if name.endswith(".bias") and name not in state:
+            state[name] = torch.zeros_like(param)
     model.load_state_dict(state, strict=True)
     return model.eval()
 
@@ -127,6 +134,26 @@ def test_llada_matches_transformers_llama_with_bidirectional_mask(
         input_ids=ids, position_ids=positions, attention_mask=bidirectional_mask(key_mask, ids.shape[1])
     ).logits
     torch.testing.assert_close(ours(ids, positions, key_mask).logits, expected, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize(("include_bias", "include_qkv_bias"), [(True, False), (False, True)])
+@torch.inference_mode()
+def test_llada_biases_match_transformers_llama(
+    tmp_path: Path, include_bias: bool, include_qkv_bias: bool
+) -> None:
+    path = make_llada_checkpoint(
+        tmp_path, n_kv_heads=2, include_bias=include_bias, include_qkv_bias=include_qkv_bias, seed=4
+    )
+    ours, reference = native(path), hf_llama_from_llada(path)
+    ids, positions = random_batch(reference.config.vocab_size, seed=3)
+    key_mask = torch.ones_like(ids, dtype=torch.bool)
+    expected = reference(
+        input_ids=ids, position_ids=positions, attention_mask=bidirectional_mask(key_mask, ids.shape[1])
+    ).logits
+    actual = ours(ids, positions, key_mask).logits
+    if include_bias:
+        actual = actual - ours.model.transformer.ff_out.bias
+    torch.testing.assert_close(actual, expected, atol=ATOL, rtol=0)
 
 
 @torch.inference_mode()
