@@ -91,6 +91,11 @@ def _write(directory: str, name: str, data: str | bytes) -> str:
     return path
 
 
+def load_connection(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo | None:
+    """In-cluster service account first, then $KUBECONFIG / ~/.kube/config; kopf logs in the same way."""
+    return kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
+
+
 class KubeApi:
     """A small async Kubernetes client; credentials come from the same sources kopf logs in with."""
 
@@ -101,9 +106,7 @@ class KubeApi:
 
     async def _ensure_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            info = kopf.login_with_service_account(settings=self._settings) or kopf.login_with_kubeconfig(
-                settings=self._settings
-            )
+            info = load_connection(self._settings)
             if info is None:
                 raise kopf.TemporaryError("No credentials (service account or kubeconfig)", delay=30)
             headers = {"Authorization": f"Bearer {info.token}"} if info.token else {}

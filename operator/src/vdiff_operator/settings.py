@@ -9,7 +9,7 @@ from typing import Any
 import kopf
 
 from vdiff_operator.builders.common import DEFAULT_IMAGE, IMAGE_ENV
-from vdiff_operator.kube import KubeApi
+from vdiff_operator.kube import KubeApi, load_connection
 
 ANNOTATION_PREFIX = "operator.vdiff.io"
 FINALIZER = "vdiff.io/finalizer"
@@ -45,6 +45,12 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.default_image = default_image()
     memo.retry_delay = retry_delay()
     memo.reconciles = 0
+
+
+@kopf.on.login()
+def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo | None:
+    # Explicit, so credentials are looked up at login time (kopf's fallbacks decide at import time).
+    return load_connection(settings)
 
 
 @kopf.on.cleanup()

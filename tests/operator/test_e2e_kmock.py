@@ -1,0 +1,337 @@
+"""A real kopf operator (vdiff_operator's handlers) against kmock's in-memory Kubernetes API over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import kmock
+import kopf
+import pytest
+import yaml
+from crd_schemas import validate_upstream
+
+import vdiff_operator  # noqa: F401  (registers the handlers)
+
+NS = "models"
+DM = "vdiff.io/v1alpha1/diffusionmodels"
+ISVC = "serving.kserve.io/v1beta1/inferenceservices"
+RUNTIME = "serving.kserve.io/v1alpha1/servingruntimes"
+ROUTE = "route.openshift.io/v1/routes"
+MONITOR = "monitoring.coreos.com/v1/servicemonitors"
+KSERVE = {
+    ISVC: kmock.ResourceInfo(
+        kind="InferenceService", namespaced=True, verbs={"get", "list", "watch", "create"}
+    ),
+    RUNTIME: kmock.ResourceInfo(kind="ServingRuntime", namespaced=True, verbs={"get", "list", "create"}),
+}
+OPENSHIFT = {
+    ROUTE: kmock.ResourceInfo(kind="Route", namespaced=True, verbs={"get", "list", "create"}),
+    MONITOR: kmock.ResourceInfo(kind="ServiceMonitor", namespaced=True, verbs={"get", "list", "create"}),
+}
+
+
+class Emulator(kmock.KubernetesEmulator):
+    """kmock's emulator plus the API server's generateName (kopf posts Events with generated names)."""
+
+    async def _handle(self, request: kmock.Request) -> Any:
+        data = request.data if isinstance(request.data, dict) else None
+        meta = (data or {}).get("metadata") or {}
+        if request.action == kmock.action.CREATE and meta.get("generateName") and not meta.get("name"):
+            meta["name"] = f"{meta['generateName']}{uuid.uuid4().hex[:5]}"
+        return await super()._handle(request)
+
+
+pytestmark = [pytest.mark.timeout(60), pytest.mark.kmock(cls=Emulator)]
+
+
+def declare(emulator: kmock.KubernetesEmulator, resources: dict[str, kmock.ResourceInfo]) -> None:
+    for key, info in resources.items():
+        emulator.resources[key] = info
+
+
+@pytest.fixture
+async def cluster(kmock: kmock.KubernetesEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    kubeconfig = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "kmock",
+        "clusters": [{"name": "kmock", "cluster": {"server": str(kmock.url).rstrip("/")}}],
+        "users": [{"name": "kmock", "user": {"token": "test"}}],
+        "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "kmock"}}],
+    }
+    (tmp_path / "kubeconfig").write_text(yaml.safe_dump(kubeconfig))
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
+    monkeypatch.setenv("VDIFF_OPERATOR_RETRY_SECONDS", "1")
+    monkeypatch.setenv("RELATED_IMAGE_VDIFF_SERVER", "registry.example/vdiff-server:test")
+    # kopf needs these to start watching (see openshift-ai.md).
+    kmock.resources["v1/namespaces"] = kmock.ResourceInfo(
+        kind="Namespace", namespaced=False, verbs={"list", "watch"}
+    )
+    kmock.resources["v1/events"] = kmock.ResourceInfo(kind="Event", namespaced=True, verbs={"create"})
+    kmock.resources["apiextensions.k8s.io/v1/customresourcedefinitions"] = kmock.ResourceInfo(
+        kind="CustomResourceDefinition", namespaced=False, verbs={"list", "watch"}
+    )
+    kmock.resources[DM] = kmock.ResourceInfo(
+        kind="DiffusionModel",
+        namespaced=True,
+        verbs={"get", "list", "watch", "patch"},
+        subresources={"status"},
+        shortnames={"dm"},
+    )
+    return kmock
+
+
+@contextlib.asynccontextmanager
+async def running_operator() -> AsyncIterator[None]:
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(
+        kopf.operator(
+            registry=kopf.get_default_registry(),
+            clusterwide=True,
+            standalone=True,
+            stop_flag=stop,
+            ready_flag=ready,
+            memo=kopf.Memo(),
+        )
+    )
+    try:
+        await asyncio.wait_for(ready.wait(), timeout=10)
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=10)
+
+
+def live(
+    emulator: kmock.KubernetesEmulator, resource: str, name: str, namespace: str | None = NS
+) -> dict | None:
+    key = (kmock.resource(resource), namespace, name)
+    if key not in emulator.objects or emulator.objects[key].deleted:
+        return None
+    return json.loads(json.dumps(emulator.objects[key].raw, default=dict))
+
+
+async def eventually(check: Callable[[], Any], what: str, timeout: float = 15) -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+def condition(dm: dict | None, type_: str) -> dict:
+    for item in ((dm or {}).get("status") or {}).get("conditions") or []:
+        if item["type"] == type_:
+            return item
+    return {}
+
+
+def sample(name: str = "llada") -> dict:
+    return {
+        "apiVersion": "vdiff.io/v1alpha1",
+        "kind": "DiffusionModel",
+        "metadata": {
+            "name": name,
+            "namespace": NS,
+            "uid": f"uid-{name}",
+            "resourceVersion": "1",
+            "generation": 1,
+        },
+        "spec": {"model": {"uri": "hf://GSAI-ML/LLaDA-8B-Instruct"}, "decoding": {"profile": "balanced"}},
+    }
+
+
+async def api(emulator: kmock.KubernetesEmulator, method: str, path: str, body: Any = None) -> int:
+    headers = {"Content-Type": "application/merge-patch+json"} if method == "PATCH" else {}
+    async with emulator.request(method, path, json=body, headers=headers) as response:
+        return response.status
+
+
+async def test_create_update_drift_and_delete(cluster: kmock.KubernetesEmulator) -> None:
+    declare(cluster, KSERVE | OPENSHIFT)
+    async with running_operator():
+        assert (
+            await api(cluster, "POST", f"/apis/vdiff.io/v1alpha1/namespaces/{NS}/diffusionmodels", sample())
+            < 300
+        )
+
+        isvc = await eventually(lambda: live(cluster, ISVC, "llada"), "InferenceService")
+        runtime = await eventually(lambda: live(cluster, RUNTIME, "llada"), "ServingRuntime")
+        route = await eventually(lambda: live(cluster, ROUTE, "llada-api"), "Route")
+        monitor = await eventually(lambda: live(cluster, MONITOR, "llada-engine"), "ServiceMonitor")
+        for child in (isvc, runtime, route, monitor):
+            (owner,) = child["metadata"]["ownerReferences"]
+            assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
+                "DiffusionModel",
+                "llada",
+                "uid-llada",
+                True,
+            )
+            validate_upstream(child)
+        assert runtime["spec"]["containers"][0]["image"] == "registry.example/vdiff-server:test"
+        assert "--decoding=threshold" in isvc["spec"]["predictor"]["model"]["args"]
+        assert live(cluster, ROUTE, "llada") is None  # odh-model-controller's name stays free
+
+        dm = await eventually(
+            lambda: condition(live(cluster, DM, "llada"), "Reconciled") and live(cluster, DM, "llada"),
+            "status",
+        )
+        assert condition(dm, "Reconciled")["status"] == "True"
+        assert condition(dm, "Ready")["status"] == "Unknown"
+        assert condition(dm, "RouteAdmitted")["reason"] == "Pending"
+        assert dm["status"]["observedGeneration"] == 1
+        assert dm["status"]["servedModelName"] == "llada"
+        assert not any(k.startswith("kopf.zalando.org") for k in dm["metadata"].get("annotations", {}))
+        await eventually(
+            lambda: any(
+                r.method == "POST"
+                and r.resource is not None
+                and r.resource.plural == "events"
+                and "Created" in r.text
+                for r in list(cluster)
+            ),
+            "an event for each child created",
+        )
+
+        # Update the spec: children follow.
+        patch = {
+            "metadata": {"generation": 2},
+            "spec": {"decoding": {"steps": 64}, "replicas": {"min": 1, "max": 3}},
+        }
+        assert (
+            await api(
+                cluster, "PATCH", f"/apis/vdiff.io/v1alpha1/namespaces/{NS}/diffusionmodels/llada", patch
+            )
+            < 300
+        )
+        isvc = await eventually(
+            lambda: (
+                (o := live(cluster, ISVC, "llada"))
+                and "--diffusion-steps=64" in o["spec"]["predictor"]["model"]["args"]
+                and o
+            ),
+            "InferenceService updated",
+        )
+        assert isvc["spec"]["predictor"]["maxReplicas"] == 3
+        await eventually(
+            lambda: (live(cluster, DM, "llada") or {}).get("status", {}).get("observedGeneration") == 2,
+            "observedGeneration",
+        )
+
+        # Another controller adds its finalizer and annotation: we leave them alone.
+        odh = {"metadata": {"finalizers": ["odh.inferenceservice.finalizers"], "annotations": {"odh": "x"}}}
+        assert (
+            await api(
+                cluster,
+                "PATCH",
+                f"/apis/serving.kserve.io/v1beta1/namespaces/{NS}/inferenceservices/llada",
+                odh,
+            )
+            < 300
+        )
+
+        # Drift: a deleted child comes back with the timer; an edited field is restored.
+        assert (
+            await api(cluster, "DELETE", f"/apis/route.openshift.io/v1/namespaces/{NS}/routes/llada-api")
+            < 300
+        )
+        edit = {"spec": {"predictor": {"maxReplicas": 7}}}
+        assert (
+            await api(
+                cluster,
+                "PATCH",
+                f"/apis/serving.kserve.io/v1beta1/namespaces/{NS}/inferenceservices/llada",
+                edit,
+            )
+            < 300
+        )
+        await eventually(lambda: live(cluster, ROUTE, "llada-api"), "Route recreated")
+        isvc = await eventually(
+            lambda: (o := live(cluster, ISVC, "llada")) and o["spec"]["predictor"]["maxReplicas"] == 3 and o,
+            "drift repaired",
+        )
+        assert isvc["metadata"]["finalizers"] == ["odh.inferenceservice.finalizers"]
+        assert isvc["metadata"]["annotations"]["odh"] == "x"
+
+        # KServe and the router report readiness: Ready, with the Route's URL.
+        ready = {
+            "status": {"conditions": [{"type": "Ready", "status": "True"}], "url": "http://llada.models.svc"}
+        }
+        await api(
+            cluster,
+            "PATCH",
+            f"/apis/serving.kserve.io/v1beta1/namespaces/{NS}/inferenceservices/llada/status",
+            ready,
+        )
+        admitted = {
+            "status": {
+                "ingress": [
+                    {
+                        "host": "llada-api-models.apps.example.com",
+                        "routerName": "default",
+                        "conditions": [{"type": "Admitted", "status": "True"}],
+                    }
+                ]
+            }
+        }
+        await api(
+            cluster, "PATCH", f"/apis/route.openshift.io/v1/namespaces/{NS}/routes/llada-api/status", admitted
+        )
+        dm = await eventually(
+            lambda: (
+                condition(live(cluster, DM, "llada"), "Ready").get("status") == "True"
+                and live(cluster, DM, "llada")
+            ),
+            "Ready=True",
+        )
+        assert dm["status"]["url"] == "https://llada-api-models.apps.example.com"
+        assert condition(dm, "RouteAdmitted")["status"] == "True"
+
+        # Delete: no finalizer of ours holds it; children carry owner references for the garbage collector.
+        assert (
+            await api(cluster, "DELETE", f"/apis/vdiff.io/v1alpha1/namespaces/{NS}/diffusionmodels/llada")
+            < 300
+        )
+        await eventually(lambda: live(cluster, DM, "llada") is None, "DiffusionModel gone")
+
+
+async def test_kserve_missing_then_installed(cluster: kmock.KubernetesEmulator) -> None:
+    async with running_operator():
+        assert (
+            await api(
+                cluster, "POST", f"/apis/vdiff.io/v1alpha1/namespaces/{NS}/diffusionmodels", sample("dream")
+            )
+            < 300
+        )
+        dm = await eventually(
+            lambda: (
+                condition(live(cluster, DM, "dream"), "Ready").get("reason") == "KServeNotInstalled"
+                and live(cluster, DM, "dream")
+            ),
+            "KServeNotInstalled",
+        )
+        assert condition(dm, "Ready")["status"] == "False"
+        assert live(cluster, ISVC, "dream") is None
+
+        declare(cluster, KSERVE)  # KServe gets installed; no Route API (vanilla Kubernetes)
+        isvc = await eventually(lambda: live(cluster, ISVC, "dream"), "InferenceService after KServe appears")
+        validate_upstream(isvc)
+        dm = await eventually(
+            lambda: (
+                condition(live(cluster, DM, "dream"), "Reconciled").get("status") == "True"
+                and live(cluster, DM, "dream")
+            ),
+            "reconciled",
+        )
+        assert condition(dm, "RouteAdmitted")["reason"] == "RouteAPINotAvailable"
+        assert condition(dm, "Monitored")["reason"] == "MonitoringAPINotAvailable"
+        assert live(cluster, ROUTE, "dream-api") is None
