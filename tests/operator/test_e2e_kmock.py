@@ -13,10 +13,9 @@ from typing import Any
 import kmock
 import kopf
 import pytest
+import vdiff_operator  # noqa: F401  (registers the handlers)
 import yaml
 from crd_schemas import validate_upstream
-
-import vdiff_operator  # noqa: F401  (registers the handlers)
 
 NS = "models"
 DM = "vdiff.io/v1alpha1/diffusionmodels"
