@@ -103,8 +103,25 @@ def _crd_file_schemas(path: Path) -> dict[tuple[str, str, str], dict[str, Any]]:
         for version in spec["versions"]:
             schema = version.get("schema", {}).get("openAPIV3Schema")
             if schema:
-                schemas[(spec["group"], version["name"], spec["names"]["kind"])] = _drop_nulls(schema)
+                key = (spec["group"], version["name"], spec["names"]["kind"])
+                schemas[key] = _strict(_drop_nulls(schema))
     return schemas
+
+
+def _strict(schema: Any) -> Any:
+    """Reject unknown fields like `kubectl apply` does (field validation Strict) instead of pruning them."""
+    if isinstance(schema, list):
+        return [_strict(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    strict = {key: _strict(value) for key, value in schema.items()}
+    if (
+        "properties" in schema
+        and "additionalProperties" not in schema
+        and not schema.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        strict["additionalProperties"] = False
+    return strict
 
 
 def crd_schema(api_version: str, kind: str) -> dict[str, Any]:
