@@ -124,10 +124,17 @@ bundle-push: ## Push the bundle image $(BUNDLE_IMG)
 	$(CONTAINER_TOOL) push $(BUNDLE_IMG)
 
 .PHONY: catalog-build
-catalog-build: ## Build a catalog image $(CATALOG_IMG) holding $(BUNDLE_IMG) (needs opm)
+catalog-build: ## Build a file-based catalog image $(CATALOG_IMG) holding $(BUNDLE_IMG) (needs opm; bundle pushed)
 	@command -v opm >/dev/null 2>&1 || { echo "error: opm not found (https://github.com/operator-framework/operator-registry/releases)" >&2; exit 1; }
 	$(require_container_tool)
-	opm index add --container-tool $(notdir $(CONTAINER_TOOL)) --mode semver --tag $(CATALOG_IMG) --bundles $(BUNDLE_IMG)
+	rm -rf build/catalog build/catalog.Dockerfile && mkdir -p build/catalog/vdiff-operator
+	opm init vdiff-operator --default-channel=$(DEFAULT_CHANNEL) --output yaml > build/catalog/vdiff-operator/index.yaml
+	opm render $(BUNDLE_IMG) --output yaml >> build/catalog/vdiff-operator/index.yaml
+	printf -- '---\nschema: olm.channel\npackage: vdiff-operator\nname: %s\nentries:\n  - name: vdiff-operator.v%s\n' \
+		$(DEFAULT_CHANNEL) $(VERSION) >> build/catalog/vdiff-operator/index.yaml
+	opm validate build/catalog
+	cd build && opm generate dockerfile catalog
+	$(CONTAINER_TOOL) build -f build/catalog.Dockerfile -t $(CATALOG_IMG) build
 
 .PHONY: catalog-push
 catalog-push: ## Push the catalog image $(CATALOG_IMG)
