@@ -68,9 +68,13 @@ class LLMEngine:
             vocab_size=self.vocab_size,
             device=self.loaded.device,
             runner=self.runner,
+            config=config,
+            tokenizer_info=self.tokenizer_info,
         )
         self._policies: dict[str, DecodingPolicy] = {}
         self._policy(config.decoding)  # an unavailable default policy fails at startup
+        if config.draft_model:
+            self._policy("apd")  # load the verifier and check its tokenizer at startup
         self.scheduler = Scheduler(config.max_num_seqs, config.max_waiting_requests)
         self.output_processor = OutputProcessor(self.tokenizer_info.decode, self.tokenizer_info.eos_token_ids)
         self.requests: dict[str, Request] = {}

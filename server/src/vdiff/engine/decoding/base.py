@@ -23,9 +23,11 @@ import torch
 from vdiff.errors import VdiffValidationError
 
 if TYPE_CHECKING:
+    from vdiff.config import EngineConfig
     from vdiff.engine.model_runner import ModelRunner
     from vdiff.engine.sequence import Sequence
     from vdiff.models.base import KVCache
+    from vdiff.tokenizer import TokenizerInfo
 
 
 @dataclass(slots=True)
@@ -75,6 +77,9 @@ class PolicyContext:
     device: torch.device
     runner: ModelRunner
     """The target model's runner; a policy may run extra forwards (e.g. an APD verifier) in commit."""
+    config: EngineConfig | None = None
+    """The engine configuration (APD reads --draft-model from it)."""
+    tokenizer_info: TokenizerInfo | None = None
 
 
 class DecodingPolicy(ABC):
