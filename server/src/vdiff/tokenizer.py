@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -72,6 +75,18 @@ class TokenizerInfo:
         return self.encode(text, add_special_tokens=False)
 
 
+@contextmanager
+def _quiet_config_probe() -> Iterator[None]:
+    """AutoTokenizer reads config.json and warns that `llada`/`Dream` are unknown model types (expected)."""
+    probe_logger = logging.getLogger("transformers.configuration_utils")
+    previous = probe_logger.level
+    probe_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        probe_logger.setLevel(previous)
+
+
 def read_chat_template(value: str) -> str:
     """--chat-template: a file path or a literal Jinja template."""
     path = Path(value).expanduser()
@@ -114,7 +129,8 @@ def load_tokenizer(
 
     hf_config = hf_config or {}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
+        with _quiet_config_probe():
+            tokenizer = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
     except Exception as error:
         raise VdiffValidationError(
             f"Cannot load the tokenizer in {model_dir}: {error}", "tokenizer"

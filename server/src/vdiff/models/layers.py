@@ -120,6 +120,7 @@ def attention(
     num_keys = k.shape[2]
     if key_mask is None:
         key_mask = torch.ones(batch, num_keys, dtype=torch.bool, device=q.device)
+    key_mask = key_mask.bool()
     if _can_use_flash(q, is_causal) and bool(key_mask.any(dim=1).all()):  # pragma: no cover - GPU only
         return _flash_varlen_attention(q, k, v, key_mask)
     mask = build_attention_mask(key_mask, num_queries, is_causal)
