@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "vdiff.io"
@@ -30,7 +31,10 @@ STORAGE_URI_SCHEMES = (
 DRAFT_URI_SCHEMES = ("hf", "pvc")
 MAX_NAME_LENGTH = 53
 
-Quantity = int | str
+NAME_PATTERN = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+CpuQuantity = int | Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)?m?$")]
+MemoryQuantity = int | Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)?([EPTGMK]i?|[mk])?$")]
+Duration = Annotated[str, StringConstraints(pattern=r"^[0-9]+(us|ms|s|m|h|d)?$")]
 
 
 class SpecModel(BaseModel):
@@ -88,17 +92,17 @@ class Decoding(SpecModel):
 
 
 class Limits(SpecModel):
-    cpu: Quantity | None = None
-    memory: Quantity | None = None
+    cpu: CpuQuantity | None = None
+    memory: MemoryQuantity | None = None
 
 
 class Resources(SpecModel):
     gpus: int = Field(default=1, ge=0, le=16)
     gpu_resource_name: str = "nvidia.com/gpu"
-    cpu: Quantity = "4"
-    memory: Quantity = "32Gi"
+    cpu: CpuQuantity = "4"
+    memory: MemoryQuantity = "32Gi"
     limits: Limits = Field(default_factory=Limits)
-    shared_memory: str = "2Gi"
+    shared_memory: Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)?([EPTGMK]i?|[mk])?$")] = "2Gi"
 
 
 class Replicas(SpecModel):
@@ -127,13 +131,13 @@ class LocalObjectReference(SpecModel):
 
 class RouteSettings(SpecModel):
     enabled: bool = True
-    host: str | None = None
-    timeout: str = "600s"
+    host: str | None = Field(default=None, max_length=253)
+    timeout: Duration = "600s"
 
 
 class Monitoring(SpecModel):
     service_monitor: Literal["Auto", "Enabled", "Disabled"] = "Auto"
-    interval: str = "30s"
+    interval: Annotated[str, StringConstraints(pattern=r"^[0-9]+(ms|s|m|h)$")] = "30s"
 
 
 class Toleration(SpecModel):
@@ -188,8 +192,10 @@ class DiffusionModel(BaseModel):
     def from_body(cls, body: dict[str, Any] | Any) -> DiffusionModel:
         metadata = body.get("metadata", {})
         name = metadata.get("name", "")
-        if len(name) > MAX_NAME_LENGTH:
-            raise ValueError(f"metadata.name must be at most {MAX_NAME_LENGTH} characters")
+        if len(name) > MAX_NAME_LENGTH or not NAME_PATTERN.match(name):
+            raise ValueError(
+                f"metadata.name must be a DNS-1035 label of at most {MAX_NAME_LENGTH} characters"
+            )
         return cls(
             name=name,
             namespace=metadata.get("namespace") or "default",
