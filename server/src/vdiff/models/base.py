@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -34,6 +35,11 @@ class DiffusionModel(nn.Module):
     is_causal: bool = False
     supports_batching: bool = True
     supports_kv_cache: bool = True
+
+    @classmethod
+    def from_hf_config(cls, hf_config: dict[str, Any]) -> DiffusionModel:  # pragma: no cover - interface
+        """Build the (uninitialised) module from config.json; the loader fills in the weights."""
+        raise NotImplementedError
 
     def forward(  # pragma: no cover - interface
         self,

@@ -42,7 +42,7 @@ class FamilySpec:
     def build(self, hf_config: dict[str, Any]) -> DiffusionModel:
         if self.model_class is None:
             raise TypeError(f"family {self.name!r} is loaded through transformers, not built natively")
-        return self.model_class.from_hf_config(hf_config)  # type: ignore[attr-defined]
+        return self.model_class.from_hf_config(hf_config)
 
 
 LLADA = FamilySpec(
