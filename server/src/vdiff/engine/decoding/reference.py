@@ -134,8 +134,7 @@ class ReferencePolicy(DecodingPolicy):
             confidence = torch.rand(tokens.shape, device=logits.device, generator=seq.generator)
         else:
             confidence = torch.softmax(logits, dim=-1).gather(-1, tokens[:, None]).squeeze(-1)
-        chosen = torch.topk(confidence, progress.num_to_commit).indices
-        return chosen.cpu(), tokens[chosen]
+        return self._top_positions(seq, progress, confidence, tokens, progress.num_to_commit)
 
     def _dream_choose(
         self, seq: Sequence, progress: BlockProgress, logits: torch.Tensor
@@ -163,9 +162,28 @@ class ReferencePolicy(DecodingPolicy):
             seq.generator,
         )
         tokens = avoid_mask_token(tokens, logits, self.context.mask_token_id)
-        if not params.alg_temp:
-            chosen = torch.topk(confidence, progress.num_to_commit).indices
+        return self._top_positions(seq, progress, confidence, tokens, progress.num_to_commit, params.alg_temp)
+
+    @staticmethod
+    def _top_positions(
+        seq: Sequence,
+        progress: BlockProgress,
+        confidence: torch.Tensor,
+        tokens: torch.Tensor,
+        num_to_commit: int,
+        alg_temp: float | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pick positions over a canvas-long score vector (-inf where not a candidate), as the reference
+        does, so ties between equal confidences break exactly the same way."""
+        canvas_len = seq.canvas.shape[0]
+        masked = progress.masked.to(confidence.device)
+        scores = torch.full((canvas_len,), float("-inf"), device=confidence.device, dtype=confidence.dtype)
+        scores[masked] = confidence
+        if not alg_temp:
+            positions = torch.topk(scores, num_to_commit).indices
         else:
-            weights = torch.softmax(confidence / params.alg_temp, dim=-1)
-            chosen = torch.multinomial(weights, progress.num_to_commit, generator=seq.generator)
-        return chosen.cpu(), tokens[chosen]
+            weights = torch.softmax(scores / alg_temp, dim=-1)
+            positions = torch.multinomial(weights, num_to_commit, generator=seq.generator)
+        row_of_position = torch.full((canvas_len,), -1, dtype=torch.int64, device=confidence.device)
+        row_of_position[masked] = torch.arange(masked.shape[0], device=confidence.device)
+        return row_of_position[positions].cpu(), tokens[row_of_position[positions]]
