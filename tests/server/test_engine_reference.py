@@ -1,4 +1,4 @@
-"""The engine's reference decoding equals plain LLaDA `generate` / Dream `diffusion_generate`, alone and batched."""
+"""Engine reference decoding == plain LLaDA `generate` / Dream `diffusion_generate`, alone and batched."""
 
 from __future__ import annotations
 
