@@ -14,9 +14,10 @@ from vdiff.entrypoints.cli_args import all_flags, make_arg_parser, resolve_serve
 from vdiff.entrypoints.frontend_args import FrontendArgs
 
 VLLM_FLAGS = (
-    "--host", "--port", "--served-model-name", "--api-key", "--max-model-len", "--dtype", "--trust-remote-code",
-    "--max-num-seqs", "--seed", "--quantization", "-q", "--chat-template", "--generation-config",
-    "--uvicorn-log-level", "--disable-log-stats", "--enable-log-requests", "--root-path", "--config",
+    "--host", "--port", "--served-model-name", "--api-key", "--max-model-len", "--dtype",
+    "--trust-remote-code", "--max-num-seqs", "--seed", "--quantization", "-q", "--chat-template",
+    "--generation-config", "--uvicorn-log-level", "--disable-log-stats", "--enable-log-requests",
+    "--root-path", "--config",
 )  # fmt: skip
 VDIFF_FLAGS = (
     "--max-waiting-requests", "--shutdown-grace-period", "--diffusion-steps", "--block-length", "--remasking",
@@ -56,7 +57,9 @@ def test_defaults_match_vllm() -> None:
 
 def test_precedence_flag_over_env_over_yaml_over_default(tmp_path: Path) -> None:
     config = tmp_path / "serve.yaml"
-    config.write_text("port: 7000\nmax-num-seqs: 3\nmax_waiting_requests: 5\nseed: 11\ntrust-remote-code: true\n")
+    config.write_text(
+        "port: 7000\nmax-num-seqs: 3\nmax_waiting_requests: 5\nseed: 11\ntrust-remote-code: true\n"
+    )
     environ = {"VDIFF_MAX_NUM_SEQS": "4", "VDIFF_MAX_WAITING_REQUESTS": "6", "VDIFF_API_KEY": "k-env"}
     parser = make_arg_parser()
     resolved = resolve_serve_args(parser, ["m", "--config", str(config), "--max-num-seqs", "2"], environ)
@@ -90,7 +93,9 @@ def _yaml(tmp_path: Path, text: str) -> str:
     return str(path)
 
 
-def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str], environ: dict[str, str] | None = None) -> str:
+def run_cli(
+    argv: list[str], capsys: pytest.CaptureFixture[str], environ: dict[str, str] | None = None
+) -> str:
     with pytest.raises(SystemExit) as exit_info:
         cli.serve(argv, environ or {})
     assert exit_info.value.code == 2
@@ -130,7 +135,9 @@ def test_invalid_values_exit_2_naming_the_flag_before_loading(
     assert "Traceback" not in err
 
 
-def test_unknown_yaml_key_and_missing_model_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unknown_yaml_key_and_missing_model_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     err = run_cli([str(tmp_path), "--config", _yaml(tmp_path, "max-num-seq: 2")], capsys)
     assert "unknown key 'max-num-seq'" in err
     err = run_cli([str(tmp_path / "nope")], capsys)
@@ -139,7 +146,9 @@ def test_unknown_yaml_key_and_missing_model_directory(tmp_path: Path, capsys: py
     assert "given twice" in err
 
 
-def test_no_model_serves_the_demo_or_says_what_to_pass(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_no_model_serves_the_demo_or_says_what_to_pass(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     if cli.demo_model() is not None:
         config, _ = cli.build_configs(resolve_serve_args(make_arg_parser(), [], {}))
         assert Path(config.model).is_dir() and config.served_model_names
@@ -159,9 +168,14 @@ def test_resolved_configuration_log_hides_the_api_key(tmp_path: Path) -> None:
 def test_console_script_exits_2_without_traceback(tmp_path: Path) -> None:
     vdiff = Path(sys.executable).with_name("vdiff")
     result = subprocess.run(
-        [str(vdiff), "--model", str(tmp_path), "--decoding", "apd"], capture_output=True, text=True, timeout=60
+        [str(vdiff), "--model", str(tmp_path), "--decoding", "apd"],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert "--draft-model" in result.stderr and "Traceback" not in result.stderr
-    result = subprocess.run([str(vdiff), "serve", "--port", "abc"], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [str(vdiff), "serve", "--port", "abc"], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 2 and "--port" in result.stderr

@@ -1,4 +1,4 @@
-"""Feeds engine-side numbers (queue sizes, per-step batch sizes) into the metrics, and logs them periodically."""
+"""Feeds engine-side numbers (queue sizes, per-step batch sizes) into the metrics; logs them periodically."""
 
 from __future__ import annotations
 

@@ -54,6 +54,15 @@ class RequestTracker:
         self.last_advance_time = now
 
 
+def engine_max_model_len(engine: EngineClient) -> int | None:
+    """The configured limit, else the one the engine derived from the checkpoint (if it exposes it)."""
+    for holder in (engine.config, engine, getattr(engine, "engine", None)):
+        value = getattr(holder, "max_model_len", None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
 class OpenAIServing:
     """Base of the completion and chat servings."""
 
@@ -69,6 +78,7 @@ class OpenAIServing:
         self.served_model_names = list(served_model_names)
         self.metrics = metrics
         self.log_requests = log_requests
+        self._background_tasks: set[asyncio.Task[None]] = set()
 
     # Model names and limits.
     def resolve_model_name(self, requested: str | None) -> str:
@@ -81,7 +91,7 @@ class OpenAIServing:
 
     @property
     def max_model_len(self) -> int | None:
-        return self.engine.config.max_model_len
+        return engine_max_model_len(self.engine)
 
     # Tokenizer access (one place, so the TokenizerInfo contract is used consistently).
     def encode(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
@@ -166,8 +176,9 @@ class OpenAIServing:
                 final = output
                 yield output
         finally:
+            # No await in here: under anyio (Starlette streaming) a cancelled scope re-cancels every await.
             if final is None or not final.finished:
-                await self._abort_quietly(job.request_id)
+                self._abort_in_background(job.request_id)
             if final is not None:
                 self.metrics.record_finished(
                     FinishedRequest(
@@ -190,9 +201,14 @@ class OpenAIServing:
             raise RuntimeError(f"the engine ended request {job.request_id} without a final output")
         return final
 
+    def _abort_in_background(self, request_id: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._abort_quietly(request_id))
+        self._background_tasks.add(task)
+        task.add_done_callback(self._background_tasks.discard)
+
     async def _abort_quietly(self, request_id: str) -> None:
         try:
-            await asyncio.shield(self.engine.abort(request_id))
+            await self.engine.abort(request_id)
         except Exception:  # the request may already be gone; aborting must never mask the real outcome
             logger.debug("abort of %s failed", request_id, exc_info=True)
 

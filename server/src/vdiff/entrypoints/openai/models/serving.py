@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from vdiff.engine.protocol import EngineClient
 from vdiff.entrypoints.openai.models.protocol import ModelCard, ModelList
+from vdiff.entrypoints.openai.serving_base import engine_max_model_len
 
 
 class OpenAIServingModels:
@@ -16,7 +17,7 @@ class OpenAIServingModels:
     def list_models(self) -> ModelList:
         config = self.engine.config
         cards = [
-            ModelCard(id=name, root=config.model, max_model_len=config.max_model_len)
+            ModelCard(id=name, root=config.model, max_model_len=engine_max_model_len(self.engine))
             for name in self.served_model_names
         ]
         return ModelList(data=cards)
