@@ -58,33 +58,33 @@ def _digits(rng: random.Random, count: int) -> str:
 
 
 def _add(rng: random.Random) -> tuple[str, tuple[str, ...]]:
-    a, b = rng.randrange(10, 100), rng.randrange(10, 100)
+    a, b = rng.randrange(10, 100), rng.randrange(10)
     return f"Add {a} and {b}.", (str(a + b),)
 
 
 def _sort(rng: random.Random) -> tuple[str, tuple[str, ...]]:
-    digits = _digits(rng, rng.choice((4, 5)))
+    digits = _digits(rng, rng.choice((3, 4)))
     return f"Sort {digits}.", ("".join(sorted(digits)),)
 
 
 def _reverse(rng: random.Random) -> tuple[str, tuple[str, ...]]:
-    digits = _digits(rng, rng.choice((4, 5)))
+    digits = _digits(rng, rng.choice((3, 4)))
     return f"Reverse {digits}.", (digits[::-1],)
 
 
 def _copy(rng: random.Random) -> tuple[str, tuple[str, ...]]:
-    digits = _digits(rng, rng.choice((4, 5, 6)))
+    digits = _digits(rng, rng.choice((3, 4, 5)))
     return f"Copy {digits}.", (digits,)
 
 
 def _count(rng: random.Random) -> tuple[str, tuple[str, ...]]:
     target = str(rng.randrange(10))
-    digits = "".join(target if rng.random() < 0.35 else str(rng.randrange(10)) for _ in range(6))
+    digits = "".join(target if rng.random() < 0.35 else str(rng.randrange(10)) for _ in range(5))
     return f"Count {target} in {digits}.", (str(digits.count(target)),)
 
 
 def _max(rng: random.Random) -> tuple[str, tuple[str, ...]]:
-    digits = _digits(rng, 5)
+    digits = _digits(rng, 4)
     return f"Max of {digits}.", (max(digits),)
 
 
@@ -107,19 +107,19 @@ def _pick(rng: random.Random) -> tuple[str, tuple[str, ...]]:
 TASKS: dict[str, Task] = {
     task.name: task
     for task in (
-        Task("add", False, _add, "sum of two 2-digit numbers"),
-        Task("sort", False, _sort, "sort 4-5 digits ascending"),
-        Task("reverse", False, _reverse, "reverse 4-5 digits"),
-        Task("copy", False, _copy, "copy 4-6 digits"),
-        Task("count", False, _count, "count one digit in 6 digits"),
-        Task("max", False, _max, "largest of 5 digits"),
+        Task("add", False, _add, "a 2-digit plus a 1-digit number"),
+        Task("sort", False, _sort, "sort 3-4 digits ascending"),
+        Task("reverse", False, _reverse, "reverse 3-4 digits"),
+        Task("copy", False, _copy, "copy 3-5 digits"),
+        Task("count", False, _count, "count one digit in 5 digits"),
+        Task("max", False, _max, "largest of 4 digits"),
         Task("permute", True, _permute, "any ordering of 3-4 distinct digits"),
         Task("pick", True, _pick, "any one of three 3-digit codes"),
     )
 }
 SINGLE_ANSWER_TASKS = tuple(name for name, task in TASKS.items() if not task.is_multi_answer)
 MULTI_ANSWER_TASKS = tuple(name for name, task in TASKS.items() if task.is_multi_answer)
-MAX_ANSWER_CHARS = 6
+MAX_ANSWER_CHARS = 5
 
 
 def is_eval_prompt(task: str, prompt: str) -> bool:

@@ -1,0 +1,291 @@
+"""Train the shipped demo models on the task suite (CPU, deterministic seed).
+
+    python -m bench.train_demo --out server/src/vdiff/demo_models     # full run (~40 min on 2 cores)
+    python -m bench.train_demo --smoke --out /tmp/demo                # a few steps, for CI
+
+Trains, one after the other: llada-demo (LLaDA layout, masked-diffusion SFT), dream-demo (Dream layout,
+same objective through the logit shift) and qwen2-ar-demo (Qwen2 causal LM, next-token loss, sharing
+dream-demo's tokenizer: the APD verifier). The modules are vdiff's own (vdiff.models), so the checkpoints
+load through vdiff.models.loader exactly like LLaDA-8B / Dream-7B / Qwen2.5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer
+
+from bench.demo_layouts import (
+    ModelSize,
+    generation_config,
+    llada_config,
+    llada_initial_tensors,
+    qwen2_family_config,
+    qwen2_initial_tensors,
+    save_weights,
+    write_json,
+)
+from bench.demo_tokenizer import (
+    LLADA_STYLE,
+    QWEN_STYLE,
+    TokenizerStyle,
+    assert_tokenizers_agree,
+    save_tokenizer,
+    train_tokenizer,
+)
+from bench.demo_training import (
+    PROMPT_PLACEHOLDER,
+    ChatEncoder,
+    SpecialIds,
+    make_batch,
+    masked_diffusion_loss,
+    monitor_accuracy,
+    next_token_loss,
+)
+from bench.tasks import TASKS, eval_set, training_stream
+
+logger = logging.getLogger("bench.train_demo")
+
+MIN_CANVAS, MAX_CANVAS = 8, 24
+"""Training canvases (answer + end token + EOS padding) vary in length so any max_tokens in range works."""
+EVAL_CANVAS = 16
+
+
+@dataclass(frozen=True, slots=True)
+class DemoSpec:
+    name: str
+    style: TokenizerStyle
+    model_type: str
+    size: ModelSize
+    steps: int
+    batch_size: int
+    learning_rate: float
+    minutes: float
+    """Wall-clock budget: the LR schedule runs on max(step / steps, elapsed / budget), so a loaded
+    machine trains fewer steps but still finishes its schedule on time."""
+    objective: str
+    """'diffusion' (masked-diffusion SFT) or 'next_token'."""
+    logit_shift: bool = False
+    is_causal: bool = False
+    tie_word_embeddings: bool = False
+
+
+DEMO_SPECS = (
+    DemoSpec(
+        "llada-demo",
+        LLADA_STYLE,
+        "llada",
+        ModelSize(d_model=128, n_layers=4, n_heads=4, n_kv_heads=4, mlp_hidden=384),
+        steps=6000,
+        batch_size=64,
+        learning_rate=3e-3,
+        minutes=17,
+        objective="diffusion",
+    ),
+    DemoSpec(
+        "dream-demo",
+        QWEN_STYLE,
+        "Dream",
+        ModelSize(d_model=128, n_layers=4, n_heads=4, n_kv_heads=2, mlp_hidden=384),
+        steps=6000,
+        batch_size=64,
+        learning_rate=3e-3,
+        minutes=17,
+        objective="diffusion",
+        logit_shift=True,
+    ),
+    DemoSpec(
+        "qwen2-ar-demo",
+        QWEN_STYLE,
+        "qwen2",
+        ModelSize(d_model=128, n_layers=3, n_heads=4, n_kv_heads=2, mlp_hidden=384),
+        steps=2000,
+        batch_size=64,
+        learning_rate=3e-3,
+        minutes=5,
+        objective="next_token",
+        is_causal=True,
+        tie_word_embeddings=True,
+    ),
+)
+
+
+def _special_ids(tokenizer: Tokenizer, style: TokenizerStyle) -> dict[str, int]:
+    return {token: tokenizer.token_to_id(token) for token in style.special_tokens}
+
+
+def write_checkpoint_files(spec: DemoSpec, tokenizer: Tokenizer, path: Path, seed: int) -> dict:
+    """Tokenizer files, config.json, generation_config.json and initial weights; returns config.json."""
+    path.mkdir(parents=True, exist_ok=True)
+    save_tokenizer(tokenizer, spec.style, path, spec.size.max_positions)
+    vocab_size = tokenizer.get_vocab_size()
+    ids = _special_ids(tokenizer, spec.style)
+    pad = ids[spec.style.roles["pad_token"]]
+    end_ids = [ids[spec.style.end_of_answer], pad]
+    if spec.model_type == "llada":
+        config = llada_config(spec.size, vocab_size, ids)
+        tensors = llada_initial_tensors(spec.size, vocab_size, seed)
+        bos = ids["<|startoftext|>"]
+    else:
+        config = qwen2_family_config(spec.size, vocab_size, ids, is_dream=spec.model_type == "Dream")
+        config["tie_word_embeddings"] = spec.tie_word_embeddings
+        tensors = qwen2_initial_tensors(spec.size, vocab_size, seed)
+        if spec.tie_word_embeddings:
+            del tensors["lm_head.weight"]
+        bos = pad
+    write_json(path / "config.json", config)
+    write_json(path / "generation_config.json", generation_config(bos, end_ids, pad, EVAL_CANVAS))
+    save_weights(path, tensors, torch.float32)
+    return config
+
+
+def build_model(config: dict, path: Path) -> torch.nn.Module:
+    """vdiff's own module for this model_type, with the initial weights from `path`."""
+    from safetensors.torch import load_file
+    from vdiff.models.registry import get_family
+
+    model = get_family(config["model_type"]).build(config)
+    state = load_file(str(path / "model.safetensors"))
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def chat_encoder(path: Path, tokenizer: Tokenizer) -> ChatEncoder:
+    from transformers import AutoTokenizer
+
+    auto = AutoTokenizer.from_pretrained(str(path))
+    rendered = auto.apply_chat_template(
+        [{"role": "user", "content": PROMPT_PLACEHOLDER}], add_generation_prompt=True, tokenize=False
+    )
+    encoder = ChatEncoder(tokenizer, rendered)
+    probe = next(iter(eval_set("add", 1)))
+    expected = auto.apply_chat_template(
+        [{"role": "user", "content": probe.prompt}], add_generation_prompt=True, tokenize=True
+    )
+    expected_ids = list(expected["input_ids"] if hasattr(expected, "keys") else expected)
+    if encoder.prompt_ids(probe.prompt) != expected_ids:
+        raise AssertionError(f"{path}: training prompt ids differ from the chat template's")
+    return encoder
+
+
+def train_one(spec: DemoSpec, tokenizer: Tokenizer, out_dir: Path, seed: int, monitor_examples: int) -> dict:
+    path = out_dir / spec.name
+    config = write_checkpoint_files(spec, tokenizer, path, seed)
+    corpus = [instance.prompt for task in TASKS for instance in eval_set(task, 5)]
+    assert_tokenizers_agree(path, [*corpus, "hello world\n\n  x", "<|im_start|>user\nhi<|im_end|>\n"])
+    encoder = chat_encoder(path, tokenizer)
+    ids = _special_ids(tokenizer, spec.style)
+    mask_token = spec.style.roles["mask_token"]
+    special = SpecialIds(
+        mask=ids[mask_token],
+        pad=ids[spec.style.roles["pad_token"]],
+        end_of_answer=ids[spec.style.end_of_answer],
+    )
+    end_ids = {special.end_of_answer, special.pad}
+    torch.manual_seed(seed)
+    model = build_model(config, path)
+    model.train()
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=spec.learning_rate, betas=(0.9, 0.98), weight_decay=0.01
+    )
+    warmup = max(1, min(100, spec.steps // 20))
+    next_example = training_stream(seed)
+    rng = random.Random(seed)
+    generator = torch.Generator().manual_seed(seed)
+    monitor = {task: eval_set(task, monitor_examples) for task in TASKS}
+    started, smoothed = time.monotonic(), None
+    history: list[dict] = []
+    step, progress = 0, 0.0
+    while progress < 1.0:
+        step += 1
+        progress = max(step / spec.steps, (time.monotonic() - started) / (60 * spec.minutes))
+        for group in optimizer.param_groups:
+            group["lr"] = spec.learning_rate * min(1.0, step / warmup) * max(0.02, 1.0 - progress)
+        canvas = rng.randint(MIN_CANVAS, MAX_CANVAS)
+        batch = make_batch([next_example() for _ in range(spec.batch_size)], encoder, special, canvas)
+        if spec.objective == "diffusion":
+            loss = masked_diffusion_loss(model, batch, special, generator, spec.logit_shift)
+        else:
+            loss = next_token_loss(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        smoothed = loss.item() if smoothed is None else 0.98 * smoothed + 0.02 * loss.item()
+        if step % 400 == 0 or progress >= 1.0:
+            accuracy = monitor_accuracy(
+                model,
+                monitor,
+                encoder,
+                special,
+                end_ids,
+                EVAL_CANVAS,
+                logit_shift=spec.logit_shift,
+                is_causal=spec.is_causal,
+            )
+            elapsed = time.monotonic() - started
+            history.append({"step": step, "loss": round(smoothed, 4), "seconds": round(elapsed), **accuracy})
+            logger.info(
+                "%s step %d (max %d) loss %.4f %.0fs %s",
+                spec.name,
+                step,
+                spec.steps,
+                smoothed,
+                elapsed,
+                " ".join(f"{task}={value:.2f}" for task, value in accuracy.items()),
+            )
+            save_weights(path, dict(model.state_dict()), torch.bfloat16)
+    write_json(
+        path / "training.json",
+        {
+            "objective": spec.objective,
+            "steps": step,
+            "batch_size": spec.batch_size,
+            "learning_rate": spec.learning_rate,
+            "seed": seed,
+            "canvas_lengths": [MIN_CANVAS, MAX_CANVAS],
+            "seconds": round(time.monotonic() - started),
+            "monitor_history": history,
+        },
+    )
+    return history[-1] if history else {}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, required=True, help="directory receiving one folder per model")
+    parser.add_argument("--smoke", action="store_true", help="a few steps with tiny models (CI)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--models", nargs="*", default=[spec.name for spec in DEMO_SPECS])
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1 is fastest on a shared, loaded machine)"
+    )
+    parser.add_argument("--time-scale", type=float, default=1.0, help="multiply every wall-clock budget")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(args.threads)
+    specs = [spec for spec in DEMO_SPECS if spec.name in args.models]
+    if args.smoke:
+        tiny = ModelSize(d_model=32, n_layers=1, n_heads=2, n_kv_heads=2, mlp_hidden=64)
+        specs = [replace(spec, size=tiny, steps=3, batch_size=4) for spec in specs]
+    specs = [replace(spec, minutes=spec.minutes * args.time_scale) for spec in specs]
+    tokenizers = {style.name: train_tokenizer(style) for style in (LLADA_STYLE, QWEN_STYLE)}
+    summary = {}
+    for spec in specs:
+        summary[spec.name] = train_one(
+            spec, tokenizers[spec.style.name], args.out, args.seed, monitor_examples=2 if args.smoke else 32
+        )
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
