@@ -98,3 +98,11 @@ def test_remove_request_from_running_and_waiting() -> None:
 def test_plan_blocks(max_tokens, block_length, steps, room, expected) -> None:
     blocks = plan_blocks(max_tokens, block_length, steps, room)
     assert [(b.start, b.end, b.num_steps) for b in blocks] == expected
+
+
+def test_finished_running_sequences_do_not_hold_capacity() -> None:
+    scheduler = Scheduler(max_num_seqs=1, max_waiting_requests=0)
+    scheduler.add(seqs("a"))
+    scheduler.schedule()[0].finished = True
+    scheduler.add(seqs("b"))  # a's slot is free even before the next schedule()
+    assert [s.request_id for s in scheduler.schedule()] == ["b"]

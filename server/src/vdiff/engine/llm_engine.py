@@ -269,6 +269,7 @@ class LLMEngine:
                 self.stats.num_requests_finished += 1
                 del self.requests[request_id]
             outputs.append(request.make_output(deltas.get(request_id, {})))
+        self.scheduler.free_finished()
         return outputs
 
     # ------------------------------------------------------------------ helpers

@@ -30,7 +30,8 @@ class Scheduler:
 
     @property
     def num_running_seqs(self) -> int:
-        return len(self.running)
+        """Unfinished running sequences (finished ones only leave `running` at the next schedule())."""
+        return sum(1 for seq in self.running if not seq.is_finished)
 
     @property
     def num_waiting_seqs(self) -> int:
@@ -42,7 +43,7 @@ class Scheduler:
 
     def num_queued_requests(self) -> int:
         """Waiting requests that will not all fit into the running batch at the next admission."""
-        free = self.max_num_seqs - len(self.running)
+        free = self.max_num_seqs - self.num_running_seqs
         queued = 0
         for group in self.waiting:
             if len(group) <= free:
@@ -59,9 +60,12 @@ class Scheduler:
             raise QueueFullError()
         self.waiting.append(list(seqs))
 
+    def free_finished(self) -> None:
+        self.running = [seq for seq in self.running if not seq.is_finished]
+
     def schedule(self) -> list[Schedulable]:
         """Drop finished sequences, admit waiting ones in arrival order, return the running batch."""
-        self.running = [seq for seq in self.running if not seq.is_finished]
+        self.free_finished()
         while self.waiting and len(self.running) < self.max_num_seqs:
             group = self.waiting[0]
             while group and len(self.running) < self.max_num_seqs:
