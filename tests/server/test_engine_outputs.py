@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -26,7 +28,7 @@ def eos_loving_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A LLaDA checkpoint whose LM-head bias makes <|endoftext|> the prediction everywhere."""
     path = make_llada_checkpoint(tmp_path_factory.mktemp("llada-eos"), include_bias=True)
     tensors = load_file(path / "model.safetensors")
-    eos_id = __import__("json").loads((path / "config.json").read_text())["eos_token_id"]
+    eos_id = json.loads((path / "config.json").read_text())["eos_token_id"]
     tensors["model.transformer.ff_out.bias"][eos_id] += 50.0
     save_file(tensors, path / "model.safetensors", metadata={"format": "pt"})
     return path
@@ -50,7 +52,7 @@ def test_frontier_stream_is_monotonic_and_adds_up(engine: LLMEngine) -> None:
     assert not any(o.finished for o in outputs[:-1])
     assert [t for o in outputs for t in o.outputs[0].new_token_ids] == final.token_ids
     assert "".join(o.outputs[0].new_text for o in outputs) == final.text
-    for before, after in zip(outputs, outputs[1:], strict=False):
+    for before, after in pairwise(outputs):
         assert after.outputs[0].token_ids[: len(before.outputs[0].token_ids)] == before.outputs[0].token_ids
     assert len(final.token_ids) == 24
     assert final.text == engine.tokenizer_info.decode(final.token_ids)
