@@ -140,16 +140,15 @@ class AsyncLLMEngine(EngineClient):
     async def drain(self, grace_period_s: float) -> None:
         self._draining = True
         deadline = time.monotonic() + grace_period_s
-        while self.num_in_flight and time.monotonic() < deadline and self._dead_error is None:
-            await asyncio.sleep(0.05)
+        while self._has_work() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
         with self._streams_lock:
             remaining = list(self._streams)
         for request_id in remaining:
             self._send(_Abort(request_id))
-        while self.num_in_flight and self._dead_error is None and self._thread.is_alive():
+        abort_deadline = time.monotonic() + 5.0
+        while self._has_work() and time.monotonic() < abort_deadline:
             await asyncio.sleep(0.01)
-            if time.monotonic() > deadline + 5:
-                break
 
     async def shutdown(self) -> None:
         self._draining = True
@@ -186,6 +185,10 @@ class AsyncLLMEngine(EngineClient):
             raise EngineDeadError("The engine is not running")
         if self._draining:
             raise EngineDrainingError("The server is shutting down and accepts no new requests")
+
+    def _has_work(self) -> bool:
+        alive = self._dead_error is None and self._thread.is_alive()
+        return alive and (self.engine.has_unfinished_requests() or not self._commands.empty())
 
     def _send(self, command: _Add | _Abort) -> None:
         self._commands.put(command)
