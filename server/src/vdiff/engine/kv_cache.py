@@ -13,6 +13,7 @@ since its hidden state predicts the block's first token.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -53,24 +54,28 @@ class SequenceKV:
         )
 
 
-def pad_past(pasts: list[SequenceKV | None]) -> tuple[KVCache | None, torch.Tensor | None]:
+def pad_past(
+    pasts: Sequence[SequenceKV | None], device: torch.device | None = None
+) -> tuple[KVCache | None, torch.Tensor | None]:
     """Stack per-row past KV into [B, H, P_max, D] per layer plus a key mask [B, P_max] (True = real).
 
     Rows without a cache get an all-False mask; returns (None, None) when no row has one.
     """
-    lengths = [0 if p is None else p.length for p in pasts]
+    lengths = [0 if past is None else past.length for past in pasts]
     max_length = max(lengths, default=0)
     if max_length == 0:
         return None, None
-    template = next(p for p in pasts if p is not None and p.length > 0)
-    num_rows = len(pasts)
-    device = template.keys[0].device
-    key_mask = torch.zeros(num_rows, max_length, dtype=torch.bool, device=device)
+    template = next(past for past in pasts if past is not None and past.length > 0)
+    device = device or template.keys[0].device
+    key_mask = torch.zeros(len(pasts), max_length, dtype=torch.bool, device=device)
     batched: KVCache = []
     for layer, (key_like, value_like) in enumerate(zip(template.keys, template.values, strict=True)):
-        heads, _, key_dim = key_like.shape
-        keys = key_like.new_zeros(num_rows, heads, max_length, key_dim)
-        values = value_like.new_zeros(num_rows, heads, max_length, value_like.shape[-1])
+        keys = key_like.new_zeros(
+            len(pasts), key_like.shape[0], max_length, key_like.shape[-1], device=device
+        )
+        values = value_like.new_zeros(
+            len(pasts), value_like.shape[0], max_length, value_like.shape[-1], device=device
+        )
         for row, past in enumerate(pasts):
             if past is not None and lengths[row]:
                 keys[row, :, : lengths[row]] = past.keys[layer]

@@ -9,13 +9,11 @@ cast, so only the positions a policy decides on are ever materialised in float32
 
 from __future__ import annotations
 
-from collections.abc import Sequence as Seq
-from typing import Any
-
 import torch
 
 from vdiff.engine.decoding.base import ForwardRequest, ForwardResult
-from vdiff.models.base import DiffusionModel, KVCache
+from vdiff.engine.kv_cache import pad_past
+from vdiff.models.base import DiffusionModel
 
 
 class ModelRunner:
@@ -46,7 +44,7 @@ class ModelRunner:
             for request in requests
             for row in range(request.num_rows)
         ]
-        past_key_values, past_mask = _pad_past(past_rows, self.device)
+        past_key_values, past_mask = pad_past(past_rows, self.device)
         num_cached = 0 if past_mask is None else past_mask.shape[1]
 
         input_ids = torch.full((num_rows, num_queries), self.pad_token_id, dtype=torch.int64)
@@ -88,26 +86,3 @@ class ModelRunner:
             results.append(ForwardResult(logits=logits, past_key_values=kv))
             row += request.num_rows
         return results
-
-
-def _pad_past(pasts: Seq[Any | None], device: torch.device) -> tuple[KVCache | None, torch.Tensor | None]:
-    """Per row cached keys/values ([num_kv_heads, P, head_dim] per layer) -> [B, H, P_max, D] + key mask."""
-    lengths = [0 if past is None else past.length for past in pasts]
-    max_length = max(lengths, default=0)
-    if max_length == 0:
-        return None, None
-    template = next(past for past in pasts if past is not None and past.length > 0)
-    mask = torch.zeros(len(pasts), max_length, dtype=torch.bool, device=device)
-    batched: KVCache = []
-    for layer in range(len(template.keys)):
-        key_like, value_like = template.keys[layer], template.values[layer]
-        keys = key_like.new_zeros(len(pasts), key_like.shape[0], max_length, key_like.shape[-1])
-        values = value_like.new_zeros(len(pasts), value_like.shape[0], max_length, value_like.shape[-1])
-        for row, past in enumerate(pasts):
-            if lengths[row]:
-                keys[row, :, : lengths[row]] = past.keys[layer]
-                values[row, :, : lengths[row]] = past.values[layer]
-        batched.append((keys.to(device), values.to(device)))
-    for row, length in enumerate(lengths):
-        mask[row, :length] = True
-    return batched, mask
