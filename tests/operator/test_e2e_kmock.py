@@ -23,6 +23,8 @@ ISVC = "serving.kserve.io/v1beta1/inferenceservices"
 RUNTIME = "serving.kserve.io/v1alpha1/servingruntimes"
 ROUTE = "route.openshift.io/v1/routes"
 MONITOR = "monitoring.coreos.com/v1/servicemonitors"
+TEMPLATE = "template.openshift.io/v1/templates"
+DSCI = "dscinitialization.opendatahub.io/v1/dscinitializations"
 KSERVE = {
     ISVC: kmock.ResourceInfo(
         kind="InferenceService", namespaced=True, verbs={"get", "list", "watch", "create"}
@@ -334,3 +336,37 @@ async def test_kserve_missing_then_installed(cluster: kmock.KubernetesEmulator) 
         assert condition(dm, "RouteAdmitted")["reason"] == "RouteAPINotAvailable"
         assert condition(dm, "Monitored")["reason"] == "MonitoringAPINotAvailable"
         assert live(cluster, ROUTE, "dream-api") is None
+
+
+async def test_openshift_ai_gets_the_dashboard_template(cluster: kmock.KubernetesEmulator) -> None:
+    declare(cluster, KSERVE | OPENSHIFT)
+    declare(
+        cluster,
+        {
+            TEMPLATE: kmock.ResourceInfo(kind="Template", namespaced=True, verbs={"get", "create"}),
+            DSCI: kmock.ResourceInfo(kind="DSCInitialization", namespaced=False, verbs={"list"}),
+        },
+    )
+    cluster.objects[DSCI, None, "default-dsci"] = {
+        "apiVersion": "dscinitialization.opendatahub.io/v1",
+        "kind": "DSCInitialization",
+        "metadata": {"name": "default-dsci", "uid": "dsci", "resourceVersion": "1"},
+        "spec": {"applicationsNamespace": "redhat-ods-applications"},
+    }
+    async with running_operator():
+        assert (
+            await api(cluster, "POST", f"/apis/vdiff.io/v1alpha1/namespaces/{NS}/diffusionmodels", sample())
+            < 300
+        )
+        template = await eventually(
+            lambda: live(cluster, TEMPLATE, "vdiff-runtime-template", "redhat-ods-applications"), "Template"
+        )
+        validate_upstream(template)
+        assert template["objects"][0]["kind"] == "ServingRuntime"
+        dm = await eventually(
+            lambda: condition(live(cluster, DM, "llada"), "Monitored") and live(cluster, DM, "llada"),
+            "status",
+        )
+        assert condition(dm, "Monitored")["reason"] == "OpenShiftAI"
+        assert live(cluster, MONITOR, "llada-engine") is None  # odh-model-controller scrapes it already
+        assert live(cluster, ISVC, "llada")["metadata"]["labels"]["opendatahub.io/dashboard"] == "true"

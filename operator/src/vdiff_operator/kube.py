@@ -103,8 +103,11 @@ class KubeApi:
         self._settings = settings
         self._session: aiohttp.ClientSession | None = None
         self._server = ""
+        self._closed = False
 
     async def _ensure_session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise kopf.TemporaryError("operator is shutting down", delay=60)
         if self._session is None or self._session.closed:
             info = load_connection(self._settings)
             if info is None:
@@ -119,6 +122,7 @@ class KubeApi:
         return self._session
 
     async def close(self) -> None:
+        self._closed = True
         if self._session is not None:
             await self._session.close()
 
