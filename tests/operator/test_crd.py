@@ -137,3 +137,33 @@ def test_every_cel_rule_is_exercised() -> None:
         mutate(obj)
         failed |= {message for message in cel_errors(SCHEMA, obj)}
     assert len(failed) == len(rules), failed
+
+
+def test_crd_is_a_valid_apiextensions_object() -> None:
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    kubernetes_validate.validate(CRD, "1.32", strict=True)  # strict: unknown fields are errors
+    bad = copy.deepcopy(CRD)
+    bad["spec"]["scope"] = 7
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(bad, "1.32", strict=True)
+
+
+def test_crd_schema_is_structural() -> None:
+    """Every node has a type (or int-or-string / preserve-unknown), as the API server requires for v1 CRDs."""
+
+    def untyped(schema: dict[str, Any], path: str) -> list[str]:
+        ok = (
+            "type" in schema
+            or schema.get("x-kubernetes-int-or-string")
+            or schema.get("x-kubernetes-preserve-unknown-fields")
+        )
+        found = [] if ok else [path]
+        for key, sub in (schema.get("properties") or {}).items():
+            found += untyped(sub, f"{path}.{key}")
+        if isinstance(schema.get("items"), dict):
+            found += untyped(schema["items"], f"{path}[]")
+        if isinstance(schema.get("additionalProperties"), dict):
+            found += untyped(schema["additionalProperties"], f"{path}{{}}")
+        return found
+
+    assert untyped(SCHEMA, "") == []
