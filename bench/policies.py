@@ -1,0 +1,59 @@
+"""The decoding policies the benchmark compares: each one is a set of SamplingParams overrides.
+
+Add a row to POLICIES to benchmark a new policy; rows the engine rejects for a model (an unknown
+decoding name, APD without a verifier, APD on LLaDA, ...) are skipped with the engine's reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+REFERENCE_POLICY = "reference"
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    name: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+POLICIES: tuple[Policy, ...] = (
+    Policy(REFERENCE_POLICY, {"decoding": "reference"}, "family reference decoder, one token per step"),
+    Policy(
+        "fixed-4-per-step",
+        {"decoding": "reference", "steps": 4},
+        "reference rule with 4x fewer steps: 4 tokens per step from independent marginals",
+    ),
+    Policy("threshold-0.9", {"decoding": "threshold", "threshold": 0.9}, "Fast-dLLM confidence threshold"),
+    Policy("threshold-0.7", {"decoding": "threshold", "threshold": 0.7}, "looser threshold"),
+    Policy("factor-1.0", {"decoding": "threshold", "factor": 1.0}, "Fast-dLLM factor rule"),
+    Policy(
+        "threshold-0.9-prefix-cache",
+        {"decoding": "threshold", "threshold": 0.9, "kv_cache": "prefix", "block_length": 8},
+        "threshold with Fast-dLLM prefix KV cache, block 8",
+    ),
+    Policy(
+        "threshold-0.9-dual-cache",
+        {"decoding": "threshold", "threshold": 0.9, "kv_cache": "dual", "block_length": 8},
+        "threshold with Fast-dLLM dual KV cache, block 8",
+    ),
+    Policy(
+        "apd-0.7", {"decoding": "apd", "apd_mixture_weight": 0.7}, "APD with the Qwen2 AR verifier, R=0.7"
+    ),
+    Policy("apd-0.9", {"decoding": "apd", "apd_mixture_weight": 0.9}, "APD, R=0.9 (trusts the dLLM more)"),
+)
+
+
+def select_policies(names: list[str] | None) -> list[Policy]:
+    if not names:
+        return list(POLICIES)
+    known = {policy.name: policy for policy in POLICIES}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise SystemExit(f"unknown policies {unknown}; known: {', '.join(known)}")
+    chosen = [known[name] for name in names]
+    if REFERENCE_POLICY not in names:
+        chosen.insert(0, known[REFERENCE_POLICY])  # ratios are always against the reference
+    return chosen

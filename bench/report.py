@@ -1,0 +1,155 @@
+"""Aggregate benchmark runs: accuracy, tokens/s, forwards per token, latency percentiles, ratios, plot."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+from bench.engine_driver import RunRecord
+from bench.policies import REFERENCE_POLICY
+from bench.tasks import MULTI_ANSWER_TASKS, SINGLE_ANSWER_TASKS
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    position = fraction * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def summarize_runs(runs: list[RunRecord]) -> dict[str, Any]:
+    """One cell of the table: several closed-loop runs (e.g. one per task) taken together."""
+    requests = [request for run in runs for request in run.requests]
+    wall = sum(run.wall_s for run in runs)
+    tokens = sum(request.num_tokens for request in requests)
+    forwards = sum(request.num_forwards for request in requests)
+    batched = sum(run.batched_forwards for run in runs)
+    latencies = [request.latency_s for request in requests]
+    return {
+        "num_requests": len(requests),
+        "accuracy": sum(request.correct for request in requests) / max(1, len(requests)),
+        "generated_tokens": tokens,
+        "tokens_per_s": tokens / wall if wall > 0 else 0.0,
+        "forwards_per_token": forwards / tokens if tokens else None,
+        "batched_forwards_per_token": batched / tokens if tokens and batched else None,
+        "latency_p50_s": percentile(latencies, 0.50),
+        "latency_p95_s": percentile(latencies, 0.95),
+        "latency_mean_s": statistics.fmean(latencies) if latencies else 0.0,
+        "wall_s": wall,
+    }
+
+
+def accuracy_groups(per_task: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+    def mean_of(tasks: tuple[str, ...]) -> float | None:
+        values = [per_task[task]["accuracy"] for task in tasks if task in per_task]
+        return sum(values) / len(values) if values else None
+
+    return {"single_answer": mean_of(SINGLE_ANSWER_TASKS), "multi_answer": mean_of(MULTI_ANSWER_TASKS)}
+
+
+def add_ratios(policies: dict[str, dict[str, Any]]) -> None:
+    """Speed ratios and accuracy deltas of every policy against the reference, per concurrency."""
+    reference = policies.get(REFERENCE_POLICY)
+    if reference is None:
+        return
+    for result in policies.values():
+        ratios = {}
+        for concurrency, cell in result["overall"].items():
+            base = reference["overall"].get(concurrency)
+            if not base:
+                continue
+            ratios[concurrency] = {
+                "tokens_per_s": cell["tokens_per_s"] / base["tokens_per_s"] if base["tokens_per_s"] else None,
+                "latency_p50": cell["latency_p50_s"] / base["latency_p50_s"]
+                if base["latency_p50_s"]
+                else None,
+                "forwards_per_token": (
+                    cell["forwards_per_token"] / base["forwards_per_token"]
+                    if cell["forwards_per_token"] and base["forwards_per_token"]
+                    else None
+                ),
+            }
+        result["vs_reference"] = {
+            "speed": ratios,
+            "accuracy_delta": {
+                group: (value - reference["accuracy"][group])
+                if value is not None and reference["accuracy"][group] is not None
+                else None
+                for group, value in result["accuracy"].items()
+            },
+        }
+
+
+def plot_accuracy_vs_speed(results: dict[str, Any], path: Path, concurrency: str) -> None:
+    """One panel per model (and transport): each policy a point at (tokens/s, accuracy)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [
+        (f"{model} ({transport})", policies)
+        for model, transports in results["models"].items()
+        for transport, policies in transports.items()
+        if policies
+    ]
+    if not panels:
+        return
+    figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
+    for axis, (title, policies) in zip(axes[0], panels, strict=True):
+        for name, result in policies.items():
+            cell = result["overall"].get(concurrency)
+            if not cell:
+                continue
+            for group, marker in (("single_answer", "o"), ("multi_answer", "^")):
+                accuracy = result["accuracy"].get(group)
+                if accuracy is None:
+                    continue
+                axis.scatter(cell["tokens_per_s"], accuracy, marker=marker)
+                axis.annotate(
+                    name if group == "single_answer" else "",
+                    (cell["tokens_per_s"], accuracy),
+                    fontsize=7,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                )
+        axis.set_title(f"{title}, concurrency {concurrency}")
+        axis.set_xlabel("generated tokens/s")
+        axis.set_ylabel("accuracy (o single-answer, ^ multi-answer)")
+        axis.set_ylim(-0.05, 1.05)
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def markdown_table(results: dict[str, Any], concurrency: str) -> str:
+    lines = [
+        f"| model | transport | policy | single-answer acc | multi-answer acc | tok/s (c={concurrency}) "
+        "| × ref tok/s | forwards/token | p50 / p95 latency (s) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for model, transports in results["models"].items():
+        for transport, policies in transports.items():
+            for name, result in policies.items():
+                cell = result["overall"].get(concurrency)
+                if not cell:
+                    continue
+                speed = result.get("vs_reference", {}).get("speed", {}).get(concurrency, {})
+                ratio = speed.get("tokens_per_s")
+                fpt = cell["forwards_per_token"]
+                lines.append(
+                    f"| {model} | {transport} | {name} | {_fmt(result['accuracy']['single_answer'])} "
+                    f"| {_fmt(result['accuracy']['multi_answer'])} | {cell['tokens_per_s']:.1f} "
+                    f"| {_fmt(ratio, '{:.2f}×')} | {_fmt(fpt, '{:.2f}')} "
+                    f"| {cell['latency_p50_s']:.3f} / {cell['latency_p95_s']:.3f} |"
+                )
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None, pattern: str = "{:.2f}") -> str:
+    return "–" if value is None else pattern.format(value)
