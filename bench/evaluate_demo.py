@@ -39,6 +39,8 @@ def causal_answers(model_dir: Path, instances: list[TaskInstance]) -> list[str]:
     import torch
     from tokenizers import Tokenizer
     from transformers import AutoTokenizer
+    from vdiff.config import EngineConfig
+    from vdiff.models.loader import load_model
 
     from bench.demo_training import (
         PROMPT_PLACEHOLDER,
@@ -48,8 +50,6 @@ def causal_answers(model_dir: Path, instances: list[TaskInstance]) -> list[str]:
         greedy_one_token_per_step,
         make_batch,
     )
-    from vdiff.config import EngineConfig
-    from vdiff.models.loader import load_model
 
     model = load_model(EngineConfig(model=str(model_dir), device="cpu")).model
     tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
