@@ -140,3 +140,14 @@ catalog-build: ## Build a file-based catalog image $(CATALOG_IMG) holding $(BUND
 catalog-push: ## Push the catalog image $(CATALOG_IMG)
 	$(require_container_tool)
 	$(CONTAINER_TOOL) push $(CATALOG_IMG)
+
+##@ Benchmark
+
+.PHONY: train-demo
+train-demo: venv ## Retrain the shipped demo models on CPU (~40 min) and record their accuracy
+	$(PY) -m bench.train_demo --out server/src/vdiff/demo_models $(TRAIN_ARGS)
+	$(PY) -m bench.evaluate_demo
+
+.PHONY: bench
+bench: venv ## Accuracy vs speed of every decoding policy, engine + HTTP (BENCH_ARGS=--quick for a sample)
+	$(PY) -m bench.run $(BENCH_ARGS)
