@@ -12,8 +12,12 @@ import torch
 import torch.nn.functional as F
 
 
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
 def _logits(model, x: torch.Tensor) -> torch.Tensor:
-    positions = torch.arange(x.shape[1]).expand(x.shape[0], -1)
+    positions = torch.arange(x.shape[1], device=x.device).expand(x.shape[0], -1)
     with torch.inference_mode():
         return model(x, positions).logits.float()
 
@@ -24,7 +28,7 @@ def add_gumbel_noise(
     if temperature == 0:
         return logits
     logits = logits.to(torch.float64)
-    noise = torch.rand(logits.shape, dtype=torch.float64, generator=generator)
+    noise = torch.rand(logits.shape, dtype=torch.float64, device=logits.device, generator=generator)
     gumbel_noise = (-torch.log(noise)) ** temperature
     return logits.exp() / gumbel_noise
 
@@ -33,7 +37,9 @@ def get_num_transfer_tokens(block_mask_index: torch.Tensor, steps: int) -> torch
     mask_num = block_mask_index.sum(dim=1, keepdim=True)
     base = mask_num // steps
     remainder = mask_num % steps
-    num_transfer_tokens = torch.zeros(mask_num.size(0), steps, dtype=torch.int64) + base
+    num_transfer_tokens = (
+        torch.zeros(mask_num.size(0), steps, dtype=torch.int64, device=mask_num.device) + base
+    )
     for i in range(mask_num.size(0)):
         num_transfer_tokens[i, : remainder[i]] += 1
     return num_transfer_tokens
@@ -52,7 +58,8 @@ def llada_generate(
     remasking: str = "low_confidence",
     generator: torch.Generator | None = None,
 ) -> list[int]:
-    x = torch.full((1, len(prompt) + gen_length), mask_id, dtype=torch.long)
+    device = _device(model)
+    x = torch.full((1, len(prompt) + gen_length), mask_id, dtype=torch.long, device=device)
     x[:, : len(prompt)] = torch.tensor(prompt)
     prompt_index = x != mask_id
     assert gen_length % block_length == 0
@@ -87,14 +94,14 @@ def llada_generate(
                 p = F.softmax(logits, dim=-1)
                 x0_p = torch.squeeze(torch.gather(p, dim=-1, index=torch.unsqueeze(x0, -1)), -1)
             elif remasking == "random":
-                x0_p = torch.zeros(x0.shape)
-                x0_p[candidates] = torch.rand(int(candidates.sum()), generator=generator)
+                x0_p = torch.zeros(x0.shape, device=device)
+                x0_p[candidates] = torch.rand(int(candidates.sum()), device=device, generator=generator)
             else:
                 raise NotImplementedError(remasking)
             x0_p[:, end:] = -float("inf")
 
             x0 = torch.where(mask_index, x0, x)
-            confidence = torch.where(mask_index, x0_p, torch.tensor(-float("inf")))
+            confidence = torch.where(mask_index, x0_p, -float("inf"))
             transfer_index = torch.zeros_like(x0, dtype=torch.bool)
             _, select_index = torch.topk(confidence[0], k=int(num_transfer_tokens[0, i]))
             transfer_index[0, select_index] = True
@@ -165,9 +172,10 @@ def dream_diffusion_generate(
     top_k: int | None = None,
     generator: torch.Generator | None = None,
 ) -> list[int]:
-    x = torch.full((1, len(prompt) + max_new_tokens), mask_id, dtype=torch.long)
+    device = _device(model)
+    x = torch.full((1, len(prompt) + max_new_tokens), mask_id, dtype=torch.long, device=device)
     x[:, : len(prompt)] = torch.tensor(prompt)
-    timesteps = torch.linspace(1, eps, steps + 1)
+    timesteps = torch.linspace(1, eps, steps + 1, device=device)
     for i in range(steps):
         mask_index = x == mask_id
         logits = _logits(model, x)
@@ -178,7 +186,7 @@ def dream_diffusion_generate(
         if alg == "origin":
             p_transfer = 1 - s / t if i < steps - 1 else 1
             x0 = torch.zeros_like(x[mask_index], dtype=torch.long) + mask_id
-            transfer_index_t_s = torch.rand(*x0.shape, generator=generator) < p_transfer
+            transfer_index_t_s = torch.rand(*x0.shape, device=device, generator=generator) < p_transfer
             _, x0[transfer_index_t_s] = sample_tokens(
                 mask_logits[transfer_index_t_s], temperature, top_p, top_k, generator=generator
             )
@@ -207,6 +215,6 @@ def dream_diffusion_generate(
                 )
             x_ = torch.zeros_like(x, dtype=torch.long) + mask_id
             x_[mask_index] = x0.clone()
-            row_indices = torch.arange(x.size(0)).unsqueeze(1).expand_as(transfer_index)
+            row_indices = torch.arange(x.size(0), device=device).unsqueeze(1).expand_as(transfer_index)
             x[row_indices, transfer_index] = x_[row_indices, transfer_index]
     return x[0, len(prompt) :].tolist()

@@ -41,8 +41,12 @@ def run_all(engine: LLMEngine, requests: list[tuple[list[int], SamplingParams]])
     return [final[f"r{index}"] for index in range(len(requests))]
 
 
+def _generator(engine: LLMEngine, seed: int | None) -> torch.Generator | None:
+    return None if seed is None else torch.Generator(device=engine.loaded.device).manual_seed(seed)
+
+
 def llada_oracle(engine: LLMEngine, prompt: list[int], params: SamplingParams, gen_length: int) -> list[int]:
-    generator = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
+    generator = _generator(engine, params.seed)
     tokens = llada_generate(
         engine.loaded.model,
         prompt,
@@ -59,7 +63,7 @@ def llada_oracle(engine: LLMEngine, prompt: list[int], params: SamplingParams, g
 
 
 def dream_oracle(engine: LLMEngine, prompt: list[int], params: SamplingParams) -> list[int]:
-    generator = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
+    generator = _generator(engine, params.seed)
     return dream_diffusion_generate(
         engine.loaded.model,
         prompt,
@@ -188,3 +192,16 @@ def test_sampled_results_do_not_depend_on_batching(llada_engine: LLMEngine) -> N
     assert [o.token_ids for o in alone.outputs] == [o.token_ids for o in batched.outputs]
     # each of the n sequences has its own generator (seed + index)
     assert alone.outputs[0].token_ids != alone.outputs[1].token_ids
+
+
+def test_models_that_cannot_batch_run_one_sequence_per_forward(llada_engine: LLMEngine, monkeypatch) -> None:
+    """Remote-code models (supports_batching False) still give reference results, one forward each."""
+    monkeypatch.setattr(llada_engine.loaded.model, "supports_batching", False, raising=False)
+    encode = llada_engine.tokenizer_info.encode
+    params = SamplingParams(max_tokens=8, block_length=4, steps=4, ignore_eos=True)
+    requests = [(encode(text), params) for text in PROMPTS[:3]]
+    forwards_before = llada_engine.stats.num_forwards
+    outputs = run_all(llada_engine, requests)
+    for (prompt, p), output in zip(requests, outputs, strict=True):
+        assert output.outputs[0].token_ids == llada_oracle(llada_engine, prompt, p, p.max_tokens)
+    assert llada_engine.stats.num_forwards - forwards_before == sum(o.stats.num_forwards for o in outputs)
