@@ -227,6 +227,7 @@ class LLMEngine:
             by_policy: dict[str, tuple[list[Sequence], list]] = {}
             for seq, result in zip(planned, results, strict=True):
                 seq.stats.num_forwards += 1
+                seq.stats.num_denoising_steps += 1
                 group = by_policy.setdefault(seq.policy_name, ([], []))
                 group[0].append(seq)
                 group[1].append(result)

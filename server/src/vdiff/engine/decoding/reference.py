@@ -84,7 +84,6 @@ class ReferencePolicy(DecodingPolicy):
             chosen, tokens = self._llada_choose(seq, progress, logits)
         seq.commit(progress.masked[chosen], tokens)
         seq.step_in_block += 1
-        seq.stats.num_denoising_steps += 1
 
     def _find_next_step(self, seq: Sequence, progress: BlockProgress) -> bool:
         """Move the block/step cursor to the next step that commits something; False when done."""
