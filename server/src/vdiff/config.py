@@ -98,9 +98,13 @@ class EngineConfig:
                 f"--remasking must be one of {', '.join(REMASKING_STRATEGIES)}", "--remasking"
             )
         if self.dream_alg is not None and self.dream_alg not in DREAM_ALGORITHMS:
-            raise VdiffValidationError(f"--dream-alg must be one of {', '.join(DREAM_ALGORITHMS)}", "--dream-alg")
+            raise VdiffValidationError(
+                f"--dream-alg must be one of {', '.join(DREAM_ALGORITHMS)}", "--dream-alg"
+            )
         if self.decoding not in DECODING_POLICIES:
-            raise VdiffValidationError(f"--decoding must be one of {', '.join(DECODING_POLICIES)}", "--decoding")
+            raise VdiffValidationError(
+                f"--decoding must be one of {', '.join(DECODING_POLICIES)}", "--decoding"
+            )
         if not 0 < self.threshold <= 1:
             raise VdiffValidationError("--threshold must be in (0, 1]", "--threshold")
         if self.kv_cache not in KV_CACHE_MODES:

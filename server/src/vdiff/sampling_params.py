@@ -81,9 +81,7 @@ class SamplingParams:
         if not 0 < self.eps < 1:
             raise VdiffValidationError("eps must be in (0, 1)", "eps")
         if self.decoding is not None and self.decoding not in DECODING_POLICIES:
-            raise VdiffValidationError(
-                f"decoding must be one of {', '.join(DECODING_POLICIES)}", "decoding"
-            )
+            raise VdiffValidationError(f"decoding must be one of {', '.join(DECODING_POLICIES)}", "decoding")
         if self.threshold is not None and not 0 < self.threshold <= 1:
             raise VdiffValidationError("threshold must be in (0, 1]", "threshold")
         if self.factor is not None and self.factor <= 0:
