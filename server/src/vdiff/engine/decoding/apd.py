@@ -269,7 +269,6 @@ class APDPolicy(DecodingPolicy):
             self._advance_verifier(step, t + count)
         state.num_steps += 1
         state.num_accepted += count
-        seq.stats.num_denoising_steps += 1
 
     def _advance_verifier(self, step: _Step, new_frontier: int) -> None:
         state = step.state

@@ -131,7 +131,6 @@ class ThresholdPolicy(DecodingPolicy):
                 self._refresh(seq, state, result)
             seq.commit(state.masked[picked], tokens[row, : state.masked.shape[0]][picked])
             seq.step_in_block += 1
-            seq.stats.num_denoising_steps += 1
 
     def _current_block(self, seq: Sequence):
         """Skip blocks without masks (threshold decoding ignores the step budget)."""
