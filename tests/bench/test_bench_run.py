@@ -1,0 +1,81 @@
+"""The benchmark harness end to end on the shipped LLaDA demo model (tiny sample, no timing checks)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import run
+from bench.policies import POLICIES, REFERENCE_POLICY
+from bench.tasks import TASKS
+
+
+def test_engine_benchmark_writes_results_ratios_and_plot(tmp_path: Path) -> None:
+    run.main(
+        [
+            "--models",
+            "llada-demo",
+            "--policies",
+            "threshold-0.9",
+            "apd-0.7",
+            "--examples",
+            "1",
+            "--concurrency",
+            "1",
+            "2",
+            "--no-http",
+            "--name",
+            "t",
+            "--out-dir",
+            str(tmp_path),
+        ]
+    )
+    results = json.loads((tmp_path / "t.json").read_text())
+    assert (tmp_path / "t.png").stat().st_size > 0
+    engine = results["models"]["llada-demo"]["engine"]
+    assert set(engine) == {REFERENCE_POLICY, "threshold-0.9"}
+    assert "apd-0.7" in results["skipped"]["llada-demo"]["engine"]  # no verifier for LLaDA: skipped, named
+    reference = engine[REFERENCE_POLICY]
+    assert set(reference["accuracy_per_task"]) == set(TASKS)
+    assert reference["vs_reference"]["speed"]["2"]["tokens_per_s"] == pytest.approx(1.0)
+    cell = reference["overall"]["1"]
+    assert cell["num_requests"] == len(TASKS)
+    assert cell["latency_p95_s"] >= cell["latency_p50_s"] > 0
+    # The reference policy commits one token per step over a 16-token canvas.
+    assert cell["forwards_per_token"] >= 1.0
+    assert reference["accuracy_same_at_every_concurrency"]
+
+
+def test_every_policy_row_is_valid_sampling_params() -> None:
+    from vdiff import SamplingParams
+
+    for policy in POLICIES:
+        SamplingParams(max_tokens=16, **policy.overrides)
+
+
+@pytest.mark.slow
+def test_http_benchmark_through_vdiff_serve(tmp_path: Path) -> None:
+    run.main(
+        [
+            "--models",
+            "llada-demo",
+            "--policies",
+            "reference",
+            "--examples",
+            "1",
+            "--http-examples",
+            "1",
+            "--concurrency",
+            "1",
+            "--name",
+            "h",
+            "--out-dir",
+            str(tmp_path),
+        ]
+    )
+    results = json.loads((tmp_path / "h.json").read_text())
+    http = results["models"]["llada-demo"]["http"][REFERENCE_POLICY]
+    engine = results["models"]["llada-demo"]["engine"][REFERENCE_POLICY]
+    assert http["accuracy_per_task"] == engine["accuracy_per_task"]  # temperature 0: same answers

@@ -1,0 +1,42 @@
+"""The shipped demo checkpoints load like any model and still reach the accuracy recorded next to them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from vdiff.demo import DEFAULT_DEMO_MODEL, DEMO_MODEL_NAMES, demo_model_path, is_demo_model_available
+
+from bench.evaluate_demo import ACCURACY_FILE, causal_answers, diffusion_answers
+from bench.tasks import MULTI_ANSWER_TASKS, SINGLE_ANSWER_TASKS, TASKS, eval_set
+
+SAMPLE_PER_TASK = 10
+"""A prefix of the same deterministic eval prompts accuracy.json was measured on."""
+TOLERANCE = {"single": 0.10, "multi": 0.15}
+
+
+def test_default_demo_model_is_the_llada_one() -> None:
+    assert DEFAULT_DEMO_MODEL == "llada-demo"
+    assert demo_model_path().name == "llada-demo"
+    with pytest.raises(ValueError, match="unknown demo model"):
+        demo_model_path("gpt-5")
+
+
+@pytest.mark.parametrize("name", DEMO_MODEL_NAMES)
+def test_shipped_demo_model_reaches_its_recorded_accuracy(name: str) -> None:
+    path = demo_model_path(name)
+    assert is_demo_model_available(name), f"{path} has no checkpoint (run `make train-demo`)"
+    recorded = json.loads((path / ACCURACY_FILE).read_text())
+    instances = [instance for task in TASKS for instance in eval_set(task, SAMPLE_PER_TASK)]
+    model_type = json.loads((path / "config.json").read_text())["model_type"]
+    answers = causal_answers(path, instances) if model_type == "qwen2" else diffusion_answers(path, instances)
+    hits: dict[str, list[bool]] = {task: [] for task in TASKS}
+    for instance, answer in zip(instances, answers, strict=True):
+        hits[instance.task].append(instance.check(answer))
+
+    def mean(tasks: tuple[str, ...]) -> float:
+        return sum(sum(hits[t]) for t in tasks) / sum(len(hits[t]) for t in tasks)
+
+    single, multi = mean(SINGLE_ANSWER_TASKS), mean(MULTI_ANSWER_TASKS)
+    assert single >= recorded["single_answer_mean"] - TOLERANCE["single"], (name, hits)
+    assert multi >= recorded["multi_answer_mean"] - TOLERANCE["multi"], (name, hits)
