@@ -1,7 +1,7 @@
 """Train the shipped demo models on the task suite (CPU, deterministic seed).
 
-    python -m bench.train_demo --out server/src/vdiff/demo_models     # full run (~50 min of wall clock on a shared 2-core machine)
-    python -m bench.train_demo --smoke --out /tmp/demo                # a few steps, for CI
+    python -m bench.train_demo --out server/src/vdiff/demo_models    # full run, ~50 min wall clock
+    python -m bench.train_demo --smoke --out /tmp/demo               # a few steps, for CI
 
 Trains, one after the other: llada-demo (LLaDA layout, masked-diffusion SFT), dream-demo (Dream layout,
 same objective through the logit shift) and qwen2-ar-demo (Qwen2 causal LM, next-token loss, sharing
