@@ -3,9 +3,10 @@
     python -m bench.train_demo --out server/src/vdiff/demo_models    # full run, ~50 min wall clock
     python -m bench.train_demo --smoke --out /tmp/demo               # a few steps, for CI
 
-Trains, one after the other: llada-demo (LLaDA layout, masked-diffusion SFT), dream-demo (Dream layout,
-same objective through the logit shift) and qwen2-ar-demo (Qwen2 causal LM, next-token loss, sharing
-dream-demo's tokenizer: the APD verifier). The modules are vdiff's own (vdiff.models), so the checkpoints
+Trains, one after the other: llada-demo (LLaDA layout, masked-diffusion SFT from scratch), qwen2-ar-demo
+(Qwen2 causal LM, next-token loss: the APD verifier) and dream-demo (Dream layout, the same SFT through
+the logit shift, initialised from qwen2-ar-demo as Dream-7B was from Qwen2.5-7B; same tokenizer).
+The modules are vdiff's own (vdiff.models), so the checkpoints
 load through vdiff.models.loader exactly like LLaDA-8B / Dream-7B / Qwen2.5.
 """
 
@@ -75,6 +76,9 @@ class DemoSpec:
     logit_shift: bool = False
     is_causal: bool = False
     tie_word_embeddings: bool = False
+    init_from: str | None = None
+    """Start from another demo model's trained weights (Dream is adapted from an AR model, as Dream-7B
+    was from Qwen2.5-7B); None = random init."""
 
 
 DEMO_SPECS = (
@@ -90,6 +94,18 @@ DEMO_SPECS = (
         objective="diffusion",
     ),
     DemoSpec(
+        "qwen2-ar-demo",
+        QWEN_STYLE,
+        "qwen2",
+        ModelSize(d_model=128, n_layers=4, n_heads=4, n_kv_heads=2, mlp_hidden=384),
+        steps=2000,
+        batch_size=32,
+        learning_rate=2e-3,
+        minutes=4,
+        objective="next_token",
+        is_causal=True,
+    ),
+    DemoSpec(
         "dream-demo",
         QWEN_STYLE,
         "Dream",
@@ -97,22 +113,10 @@ DEMO_SPECS = (
         steps=12000,
         batch_size=32,
         learning_rate=2e-3,
-        minutes=20,
+        minutes=17,
         objective="diffusion",
         logit_shift=True,
-    ),
-    DemoSpec(
-        "qwen2-ar-demo",
-        QWEN_STYLE,
-        "qwen2",
-        ModelSize(d_model=128, n_layers=3, n_heads=4, n_kv_heads=2, mlp_hidden=384),
-        steps=2000,
-        batch_size=32,
-        learning_rate=2e-3,
-        minutes=3,
-        objective="next_token",
-        is_causal=True,
-        tie_word_embeddings=True,
+        init_from="qwen2-ar-demo",
     ),
 )
 
@@ -140,6 +144,13 @@ def write_checkpoint_files(spec: DemoSpec, tokenizer: Tokenizer, path: Path, see
         if spec.tie_word_embeddings:
             del tensors["lm_head.weight"]
         bos = pad
+    if spec.init_from:
+        from safetensors.torch import load_file
+
+        source = load_file(str(path.parent / spec.init_from / "model.safetensors"))
+        if set(source) != set(tensors) or any(source[n].shape != tensors[n].shape for n in tensors):
+            raise ValueError(f"{spec.init_from} does not have {spec.name}'s tensor layout")
+        tensors = {name: tensor.float() for name, tensor in source.items()}
     write_json(path / "config.json", config)
     write_json(path / "generation_config.json", generation_config(bos, end_ids, pad, EVAL_CANVAS))
     save_weights(path, tensors, torch.float32)
