@@ -188,6 +188,10 @@ def chat_encoder(path: Path, tokenizer: Tokenizer) -> ChatEncoder:
 
 def train_one(spec: DemoSpec, tokenizer: Tokenizer, out_dir: Path, seed: int, monitor_examples: int) -> dict:
     path = out_dir / spec.name
+    previous_runs = []
+    if spec.init_from == spec.name:  # --resume: keep the history of the runs this one continues
+        previous = json.loads((path / "training.json").read_text())
+        previous_runs = [*previous.pop("previous_runs", []), previous]
     config = write_checkpoint_files(spec, tokenizer, path, seed)
     corpus = [instance.prompt for task in TASKS for instance in eval_set(task, 5)]
     assert_tokenizers_agree(path, [*corpus, "hello world\n\n  x", "<|im_start|>user\nhi<|im_end|>\n"])
@@ -264,6 +268,8 @@ def train_one(spec: DemoSpec, tokenizer: Tokenizer, out_dir: Path, seed: int, mo
             "canvas_lengths": [MIN_CANVAS, MAX_CANVAS],
             "seconds": round(time.monotonic() - started),
             "monitor_history": history,
+            "initialised_from": spec.init_from,
+            "previous_runs": previous_runs,
         },
     )
     return history[-1] if history else {}
@@ -281,6 +287,11 @@ def main(argv: list[str] | None = None) -> None:
         "--threads", type=int, default=1, help="torch threads (1 is fastest on a shared, loaded machine)"
     )
     parser.add_argument("--time-scale", type=float, default=1.0, help="multiply every wall-clock budget")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the models' weights in --out (a new schedule at half the peak LR)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -289,6 +300,8 @@ def main(argv: list[str] | None = None) -> None:
         tiny = ModelSize(d_model=32, n_layers=1, n_heads=2, n_kv_heads=2, mlp_hidden=64)
         specs = [replace(spec, size=tiny, steps=3, batch_size=4) for spec in specs]
     specs = [replace(spec, minutes=spec.minutes * args.time_scale) for spec in specs]
+    if args.resume:
+        specs = [replace(spec, init_from=spec.name, learning_rate=spec.learning_rate / 2) for spec in specs]
     tokenizers = {style.name: train_tokenizer(style) for style in (LLADA_STYLE, QWEN_STYLE)}
     summary = {}
     for spec in specs:
