@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from vdiff.models.base import DiffusionModel, KVCache, ModelOutput
-from vdiff.models.layers import RMSNorm, rotary_cos_sin, self_attention, swiglu
+from vdiff.models.layers import DecoderLayer, DecoderParts, RMSNorm, run_decoder_layers
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,12 +53,13 @@ class Qwen2Config:
 class Qwen2Attention(nn.Module):
     def __init__(self, config: Qwen2Config) -> None:
         super().__init__()
-        hidden, head_dim = config.hidden_size, config.head_dim
-        self.num_heads, self.num_kv_heads = config.num_attention_heads, config.num_key_value_heads
-        self.q_proj = nn.Linear(hidden, self.num_heads * head_dim, bias=True)
-        self.k_proj = nn.Linear(hidden, self.num_kv_heads * head_dim, bias=True)
-        self.v_proj = nn.Linear(hidden, self.num_kv_heads * head_dim, bias=True)
-        self.o_proj = nn.Linear(self.num_heads * head_dim, hidden, bias=False)
+        hidden = config.hidden_size
+        q_size = config.num_attention_heads * config.head_dim
+        kv_size = config.num_key_value_heads * config.head_dim
+        self.q_proj = nn.Linear(hidden, q_size, bias=True)
+        self.k_proj = nn.Linear(hidden, kv_size, bias=True)
+        self.v_proj = nn.Linear(hidden, kv_size, bias=True)
+        self.o_proj = nn.Linear(q_size, hidden, bias=False)
 
 
 class Qwen2MLP(nn.Module):
@@ -68,43 +69,29 @@ class Qwen2MLP(nn.Module):
         self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return swiglu(x, self.gate_proj, self.up_proj, self.down_proj)
 
-
-class Qwen2DecoderLayer(nn.Module):
+class Qwen2DecoderLayer(DecoderLayer):
     def __init__(self, config: Qwen2Config) -> None:
         super().__init__()
+        self.num_heads, self.num_kv_heads = config.num_attention_heads, config.num_key_value_heads
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.self_attn = Qwen2Attention(config)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = Qwen2MLP(config)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        key_mask: torch.Tensor | None,
-        past: tuple[torch.Tensor, torch.Tensor] | None,
-        is_causal: bool,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        attn = self.self_attn
-        attended, current_kv = self_attention(
-            self.input_layernorm(x),
-            attn.q_proj,
-            attn.k_proj,
-            attn.v_proj,
-            num_heads=attn.num_heads,
-            num_kv_heads=attn.num_kv_heads,
-            cos=cos,
-            sin=sin,
-            key_mask=key_mask,
-            past=past,
-            is_causal=is_causal,
+    def parts(self) -> DecoderParts:
+        attn, mlp = self.self_attn, self.mlp
+        return DecoderParts(
+            attn_norm=self.input_layernorm,
+            q_proj=attn.q_proj,
+            k_proj=attn.k_proj,
+            v_proj=attn.v_proj,
+            o_proj=attn.o_proj,
+            mlp_norm=self.post_attention_layernorm,
+            gate_proj=mlp.gate_proj,
+            up_proj=mlp.up_proj,
+            down_proj=mlp.down_proj,
         )
-        h = x + attn.o_proj(attended)
-        return h + self.mlp(self.post_attention_layernorm(h)), current_kv
 
 
 class Qwen2Backbone(nn.Module):
@@ -147,16 +134,18 @@ class DreamModel(DiffusionModel):
         past_key_values: KVCache | None = None,
         use_cache: bool = False,
     ) -> ModelOutput:
-        cos, sin = rotary_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta)
-        x = self.model.embed_tokens(input_ids)
-        new_cache: KVCache = []
-        for index, layer in enumerate(self.model.layers):
-            past = past_key_values[index] if past_key_values is not None else None
-            x, current_kv = layer(x, cos, sin, attention_mask, past, self.is_causal)
-            if use_cache:
-                new_cache.append(current_kv)
-        logits = self.project_logits(self.model.norm(x))
-        return ModelOutput(logits=logits, past_key_values=new_cache if use_cache else None)
+        x, new_cache = run_decoder_layers(
+            self.model.layers,
+            self.model.embed_tokens(input_ids),
+            position_ids,
+            head_dim=self.config.head_dim,
+            rope_theta=self.config.rope_theta,
+            key_mask=attention_mask,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+            is_causal=self.is_causal,
+        )
+        return ModelOutput(logits=self.project_logits(self.model.norm(x)), past_key_values=new_cache)
 
 
 class Qwen2CausalLM(DreamModel):

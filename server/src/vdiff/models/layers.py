@@ -1,4 +1,5 @@
-"""Building blocks shared by the model families: RMSNorm, rotary embedding, attention, SwiGLU.
+"""Building blocks shared by the model families: RMSNorm, rotary embedding, attention, SwiGLU and the
+pre-norm decoder layer / layer stack both LLaDA and Dream are made of.
 
 Attention runs through torch's scaled_dot_product_attention with a boolean key mask. A flash-attn varlen
 path is used only when `flash_attn` imports, the tensors are on CUDA in fp16/bf16 and attention is
@@ -7,9 +8,14 @@ bidirectional; it is written for GPU deployments and is not exercised by the CPU
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from vdiff.models.base import KVCache
 
 try:  # optional GPU dependency (extra `gpu`)
     from flash_attn import flash_attn_varlen_func
@@ -153,3 +159,82 @@ def self_attention(
         v = torch.cat([past[1], v], dim=2)
     out = attention(q, k, v, key_mask, is_causal)
     return out.transpose(1, 2).reshape(batch, length, -1), current
+
+
+@dataclass(frozen=True, slots=True)
+class DecoderParts:
+    """The modules of one decoder layer, whatever names the family's checkpoint gives them."""
+
+    attn_norm: RMSNorm
+    q_proj: nn.Linear
+    k_proj: nn.Linear
+    v_proj: nn.Linear
+    o_proj: nn.Linear
+    mlp_norm: RMSNorm
+    gate_proj: nn.Linear
+    up_proj: nn.Linear
+    down_proj: nn.Linear
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm residual layer: h = x + o(attn(norm(x))), out = h + swiglu(norm(h)).
+
+    Subclasses register their modules under the checkpoint's tensor names and map them in `parts()`.
+    """
+
+    num_heads: int
+    num_kv_heads: int
+
+    def parts(self) -> DecoderParts:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        key_mask: torch.Tensor | None,
+        past: tuple[torch.Tensor, torch.Tensor] | None,
+        is_causal: bool,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        parts = self.parts()
+        attended, current_kv = self_attention(
+            parts.attn_norm(x),
+            parts.q_proj,
+            parts.k_proj,
+            parts.v_proj,
+            num_heads=self.num_heads,
+            num_kv_heads=self.num_kv_heads,
+            cos=cos,
+            sin=sin,
+            key_mask=key_mask,
+            past=past,
+            is_causal=is_causal,
+        )
+        h = x + parts.o_proj(attended)
+        mlp_out = swiglu(parts.mlp_norm(h), parts.gate_proj, parts.up_proj, parts.down_proj)
+        return h + mlp_out, current_kv
+
+
+def run_decoder_layers(
+    layers: Iterable[DecoderLayer],
+    x: torch.Tensor,
+    position_ids: torch.Tensor,
+    *,
+    head_dim: int,
+    rope_theta: float,
+    key_mask: torch.Tensor | None,
+    past_key_values: KVCache | None,
+    use_cache: bool,
+    is_causal: bool,
+) -> tuple[torch.Tensor, KVCache | None]:
+    """Embedded input x through every layer; returns the last hidden state and, with use_cache, each
+    layer's current (k, v)."""
+    cos, sin = rotary_cos_sin(position_ids, head_dim, rope_theta)
+    new_cache: KVCache = []
+    for index, layer in enumerate(layers):
+        past = past_key_values[index] if past_key_values is not None else None
+        x, current_kv = layer(x, cos, sin, key_mask, past, is_causal)
+        if use_cache:
+            new_cache.append(current_kv)
+    return x, new_cache if use_cache else None

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from vdiff.models.base import DiffusionModel, KVCache, ModelOutput
-from vdiff.models.layers import RMSNorm, rotary_cos_sin, self_attention, swiglu
+from vdiff.models.layers import DecoderLayer, DecoderParts, RMSNorm, run_decoder_layers
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +50,7 @@ class LLaDAConfig:
         )
 
 
-class LLaDABlock(nn.Module):
+class LLaDABlock(DecoderLayer):
     def __init__(self, config: LLaDAConfig) -> None:
         super().__init__()
         d_model, hidden = config.d_model, config.mlp_hidden_size
@@ -67,30 +67,18 @@ class LLaDABlock(nn.Module):
         self.up_proj = nn.Linear(d_model, hidden, bias=config.include_bias)
         self.ff_out = nn.Linear(hidden, d_model, bias=config.include_bias)  # down
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        key_mask: torch.Tensor | None,
-        past: tuple[torch.Tensor, torch.Tensor] | None,
-        is_causal: bool,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        attended, current_kv = self_attention(
-            self.attn_norm(x),
-            self.q_proj,
-            self.k_proj,
-            self.v_proj,
-            num_heads=self.num_heads,
-            num_kv_heads=self.num_kv_heads,
-            cos=cos,
-            sin=sin,
-            key_mask=key_mask,
-            past=past,
-            is_causal=is_causal,
+    def parts(self) -> DecoderParts:
+        return DecoderParts(
+            attn_norm=self.attn_norm,
+            q_proj=self.q_proj,
+            k_proj=self.k_proj,
+            v_proj=self.v_proj,
+            o_proj=self.attn_out,
+            mlp_norm=self.ff_norm,
+            gate_proj=self.ff_proj,
+            up_proj=self.up_proj,
+            down_proj=self.ff_out,
         )
-        h = x + self.attn_out(attended)
-        return h + swiglu(self.ff_norm(h), self.ff_proj, self.up_proj, self.ff_out), current_kv
 
 
 class LLaDATransformer(nn.Module):
@@ -141,13 +129,15 @@ class LLaDAModel(DiffusionModel):
         use_cache: bool = False,
     ) -> ModelOutput:
         transformer = self.model.transformer
-        cos, sin = rotary_cos_sin(position_ids, self.head_dim, self.config.rope_theta)
-        x = transformer.wte(input_ids)
-        new_cache: KVCache = []
-        for index, block in enumerate(transformer.blocks):
-            past = past_key_values[index] if past_key_values is not None else None
-            x, current_kv = block(x, cos, sin, attention_mask, past, self.is_causal)
-            if use_cache:
-                new_cache.append(current_kv)
-        logits = self.lm_head(transformer.ln_f(x))
-        return ModelOutput(logits=logits, past_key_values=new_cache if use_cache else None)
+        x, new_cache = run_decoder_layers(
+            transformer.blocks,
+            transformer.wte(input_ids),
+            position_ids,
+            head_dim=self.head_dim,
+            rope_theta=self.config.rope_theta,
+            key_mask=attention_mask,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+            is_causal=self.is_causal,
+        )
+        return ModelOutput(logits=self.lm_head(transformer.ln_f(x)), past_key_values=new_cache)
