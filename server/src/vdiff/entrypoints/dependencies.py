@@ -1,19 +1,23 @@
-"""Request guards shared by the routers: API key, draining, and cancellation on client disconnect."""
+"""Shared by the generation routers: API key and draining guards, cancellation on client disconnect (499),
+and the streaming-or-JSON response."""
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel
 
 from vdiff.entrypoints.openai.errors import AuthenticationError
 from vdiff.entrypoints.server_state import ServerState, get_server_state
 from vdiff.errors import EngineDrainingError
 
 T = TypeVar("T")
+CLIENT_CLOSED_REQUEST = 499
 
 
 def require_api_key(request: Request, state: ServerState = Depends(get_server_state)) -> None:
@@ -56,3 +60,16 @@ async def run_until_disconnect(request: Request, work: Awaitable[T]) -> T | None
     if work_task.cancelled():
         return None
     return work_task.result()
+
+
+async def respond_until_disconnect(
+    request: Request, work: Awaitable[AsyncIterator[str] | BaseModel]
+) -> Response:
+    """A generation endpoint's response: an SSE iterator is streamed, a response model sent as JSON, and
+    a client gone before either is ready gets 499 (its engine requests are aborted)."""
+    result = await run_until_disconnect(request, work)
+    if result is None:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+    if isinstance(result, BaseModel):
+        return JSONResponse(result.model_dump())
+    return StreamingResponse(result, media_type="text/event-stream")

@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
 
-from vdiff.entrypoints.dependencies import GENERATION_GUARDS, run_until_disconnect
+from vdiff.entrypoints.dependencies import GENERATION_GUARDS, respond_until_disconnect
 from vdiff.entrypoints.openai.completion.protocol import CompletionRequest
 from vdiff.entrypoints.server_state import ServerState, get_server_state
 
 router = APIRouter()
-CLIENT_CLOSED_REQUEST = 499
 
 
 @router.post("/v1/completions", dependencies=GENERATION_GUARDS)
 async def create_completion(
     body: CompletionRequest, request: Request, state: ServerState = Depends(get_server_state)
 ) -> Response:
-    if body.stream:
-        stream = await run_until_disconnect(request, state.completion.start_stream(body))
-        if stream is None:
-            return Response(status_code=CLIENT_CLOSED_REQUEST)
-        return StreamingResponse(stream, media_type="text/event-stream")
-    result = await run_until_disconnect(request, state.completion.create_completion(body))
-    if result is None:
-        return Response(status_code=CLIENT_CLOSED_REQUEST)
-    return JSONResponse(result.model_dump())
+    serving = state.completion
+    work = serving.start_stream(body) if body.stream else serving.create_completion(body)
+    return await respond_until_disconnect(request, work)
