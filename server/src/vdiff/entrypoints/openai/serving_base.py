@@ -222,13 +222,9 @@ async def first_outputs(streams: list[AsyncIterator[RequestOutput]]) -> list[Req
         except StopAsyncIteration:
             return None
 
-    tasks = [asyncio.ensure_future(first(stream)) for stream in streams]
     try:
-        return list(await asyncio.gather(*tasks))
+        return await gather_or_cancel([first(stream) for stream in streams])
     except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
         for stream in streams:
             await stream.aclose()  # type: ignore[attr-defined]
         raise
