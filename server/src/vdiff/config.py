@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-from vdiff.errors import VdiffValidationError
+from vdiff.errors import VdiffValidationError, check_choice
 from vdiff.sampling_params import DECODING_POLICIES, DREAM_ALGORITHMS, KV_CACHE_MODES, REMASKING_STRATEGIES
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -75,14 +75,9 @@ class EngineConfig:
     """Names clients use in "model" (default: the model argument); the first labels the metrics."""
 
     def __post_init__(self) -> None:
-        if self.dtype not in DTYPES:
-            raise VdiffValidationError(f"--dtype must be one of {', '.join(DTYPES)}", "--dtype")
-        if self.device not in DEVICES:
-            raise VdiffValidationError(f"--device must be one of {', '.join(DEVICES)}", "--device")
-        if self.quantization is not None and self.quantization not in QUANTIZATIONS:
-            raise VdiffValidationError(
-                f"--quantization must be one of {', '.join(QUANTIZATIONS)}", "--quantization"
-            )
+        check_choice(self.dtype, DTYPES, "--dtype")
+        check_choice(self.device, DEVICES, "--device")
+        check_choice(self.quantization, QUANTIZATIONS, "--quantization", optional=True)
         if self.max_num_seqs < 1:
             raise VdiffValidationError("--max-num-seqs must be at least 1", "--max-num-seqs")
         if self.max_waiting_requests < 0:
@@ -93,22 +88,12 @@ class EngineConfig:
             raise VdiffValidationError("--diffusion-steps must be at least 1", "--diffusion-steps")
         if self.block_length is not None and self.block_length < 1:
             raise VdiffValidationError("--block-length must be at least 1", "--block-length")
-        if self.remasking is not None and self.remasking not in REMASKING_STRATEGIES:
-            raise VdiffValidationError(
-                f"--remasking must be one of {', '.join(REMASKING_STRATEGIES)}", "--remasking"
-            )
-        if self.dream_alg is not None and self.dream_alg not in DREAM_ALGORITHMS:
-            raise VdiffValidationError(
-                f"--dream-alg must be one of {', '.join(DREAM_ALGORITHMS)}", "--dream-alg"
-            )
-        if self.decoding not in DECODING_POLICIES:
-            raise VdiffValidationError(
-                f"--decoding must be one of {', '.join(DECODING_POLICIES)}", "--decoding"
-            )
+        check_choice(self.remasking, REMASKING_STRATEGIES, "--remasking", optional=True)
+        check_choice(self.dream_alg, DREAM_ALGORITHMS, "--dream-alg", optional=True)
+        check_choice(self.decoding, DECODING_POLICIES, "--decoding")
         if not 0 < self.threshold <= 1:
             raise VdiffValidationError("--threshold must be in (0, 1]", "--threshold")
-        if self.kv_cache not in KV_CACHE_MODES:
-            raise VdiffValidationError(f"--kv-cache must be one of {', '.join(KV_CACHE_MODES)}", "--kv-cache")
+        check_choice(self.kv_cache, KV_CACHE_MODES, "--kv-cache")
         if self.decoding == "apd" and not self.draft_model:
             raise VdiffValidationError("--decoding apd needs --draft-model", "--draft-model")
         if not 0 <= self.apd_mixture_weight <= 1:

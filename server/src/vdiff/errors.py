@@ -1,5 +1,9 @@
 """Error types shared by the engine and the HTTP layer."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+
 
 class VdiffValidationError(ValueError):
     """A request or configuration is invalid; the HTTP layer maps it to 400.
@@ -11,6 +15,14 @@ class VdiffValidationError(ValueError):
         super().__init__(message)
         self.message = message
         self.param = param
+
+
+def check_choice(value: str | None, choices: Sequence[str], param: str, *, optional: bool = False) -> None:
+    """Raise VdiffValidationError naming `param` unless value is one of choices (or None when optional)."""
+    if optional and value is None:
+        return
+    if value not in choices:
+        raise VdiffValidationError(f"{param} must be one of {', '.join(choices)}", param)
 
 
 class EngineDeadError(RuntimeError):

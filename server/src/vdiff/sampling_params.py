@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from vdiff.errors import VdiffValidationError
+from vdiff.errors import VdiffValidationError, check_choice
 
 REMASKING_STRATEGIES = ("low_confidence", "random")
 DREAM_ALGORITHMS = ("origin", "maskgit_plus", "topk_margin", "entropy")
@@ -68,26 +68,20 @@ class SamplingParams:
             raise VdiffValidationError("steps must be at least 1", "steps")
         if self.block_length is not None and self.block_length < 1:
             raise VdiffValidationError("block_length must be at least 1", "block_length")
-        if self.remasking is not None and self.remasking not in REMASKING_STRATEGIES:
-            raise VdiffValidationError(
-                f"remasking must be one of {', '.join(REMASKING_STRATEGIES)}", "remasking"
-            )
-        if self.alg is not None and self.alg not in DREAM_ALGORITHMS:
-            raise VdiffValidationError(f"alg must be one of {', '.join(DREAM_ALGORITHMS)}", "alg")
+        check_choice(self.remasking, REMASKING_STRATEGIES, "remasking", optional=True)
+        check_choice(self.alg, DREAM_ALGORITHMS, "alg", optional=True)
         if self.alg_temp is not None and self.alg_temp < 0:
             raise VdiffValidationError("alg_temp must be non-negative", "alg_temp")
         if self.cfg_scale < 0:
             raise VdiffValidationError("cfg_scale must be non-negative", "cfg_scale")
         if not 0 < self.eps < 1:
             raise VdiffValidationError("eps must be in (0, 1)", "eps")
-        if self.decoding is not None and self.decoding not in DECODING_POLICIES:
-            raise VdiffValidationError(f"decoding must be one of {', '.join(DECODING_POLICIES)}", "decoding")
+        check_choice(self.decoding, DECODING_POLICIES, "decoding", optional=True)
         if self.threshold is not None and not 0 < self.threshold <= 1:
             raise VdiffValidationError("threshold must be in (0, 1]", "threshold")
         if self.factor is not None and self.factor <= 0:
             raise VdiffValidationError("factor must be positive", "factor")
-        if self.kv_cache is not None and self.kv_cache not in KV_CACHE_MODES:
-            raise VdiffValidationError(f"kv_cache must be one of {', '.join(KV_CACHE_MODES)}", "kv_cache")
+        check_choice(self.kv_cache, KV_CACHE_MODES, "kv_cache", optional=True)
         if self.apd_mixture_weight is not None and not 0 <= self.apd_mixture_weight <= 1:
             raise VdiffValidationError("apd_mixture_weight must be in [0, 1]", "apd_mixture_weight")
         if self.apd_kv_window is not None and self.apd_kv_window < 1:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vdiff.errors import VdiffValidationError
+from vdiff.errors import VdiffValidationError, check_choice
 
 UVICORN_LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
@@ -33,10 +33,7 @@ class FrontendArgs:
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise VdiffValidationError("--port must be in [0, 65535]", "--port")
-        if self.uvicorn_log_level not in UVICORN_LOG_LEVELS:
-            raise VdiffValidationError(
-                f"--uvicorn-log-level must be one of {', '.join(UVICORN_LOG_LEVELS)}", "--uvicorn-log-level"
-            )
+        check_choice(self.uvicorn_log_level, UVICORN_LOG_LEVELS, "--uvicorn-log-level")
         if self.shutdown_grace_period < 0:
             raise VdiffValidationError("--shutdown-grace-period must be >= 0", "--shutdown-grace-period")
         if self.log_stats_interval <= 0:
