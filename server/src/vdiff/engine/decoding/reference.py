@@ -24,6 +24,8 @@ from vdiff.engine.decoding.sampling import (
     dream_sample_tokens,
     dream_timesteps,
     filter_logits,
+    guidance_rows,
+    guided_logits,
     gumbel_argmax,
     llada_transfer_schedule,
 )
@@ -60,24 +62,16 @@ class ReferencePolicy(DecodingPolicy):
         if not self._find_next_step(seq, progress):
             return None
         canvas = seq.canvas
-        rows = [canvas]
-        if seq.params.cfg_scale > 0:
-            unconditional = canvas.clone()
-            unconditional[: seq.prompt_len] = self.context.mask_token_id
-            rows.append(unconditional)
         logit_indices = progress.masked - 1 if self.context.logit_shift else progress.masked
         return ForwardRequest(
-            input_ids=torch.stack(rows),
+            input_ids=guidance_rows(canvas, seq.prompt_len, self.context.mask_token_id, seq.params.cfg_scale),
             position_ids=torch.arange(canvas.shape[0]),
             logit_indices=logit_indices,
         )
 
     def commit_one(self, seq: Sequence, result: ForwardResult) -> None:
         progress: BlockProgress = seq.decoding_state
-        logits = result.logits[0]
-        if result.logits.shape[0] == 2:
-            unconditional = result.logits[1]
-            logits = unconditional + (seq.params.cfg_scale + 1) * (logits - unconditional)
+        logits = guided_logits(result.logits, seq.params.cfg_scale)
         if uses_dream_rule(seq):
             chosen, tokens = self._dream_choose(seq, progress, logits)
         else:

@@ -104,3 +104,24 @@ def avoid_mask_token(tokens: torch.Tensor, logits: torch.Tensor, mask_token_id: 
         return tokens
     runner_up = logits.index_fill(-1, torch.tensor([mask_token_id], device=logits.device), float("-inf"))
     return torch.where(is_mask, runner_up.argmax(dim=-1), tokens)
+
+
+def guidance_rows(
+    canvas: torch.Tensor, prompt_len: int, mask_token_id: int, cfg_scale: float
+) -> torch.Tensor:
+    """[rows, L]: the canvas, plus a copy with the prompt masked for classifier-free guidance (cfg > 0)."""
+    rows = [canvas]
+    if cfg_scale > 0:
+        unconditional = canvas.clone()
+        unconditional[:prompt_len] = mask_token_id
+        rows.append(unconditional)
+    return torch.stack(rows)
+
+
+def guided_logits(logits: torch.Tensor, cfg_scale: float) -> torch.Tensor:
+    """[rows, K, vocab] -> [K, vocab]: the conditional row, mixed u + (cfg + 1)(c - u) when a second
+    (unconditional) row is present."""
+    if logits.shape[0] != 2:
+        return logits[0]
+    conditional, unconditional = logits[0], logits[1]
+    return unconditional + (cfg_scale + 1) * (conditional - unconditional)

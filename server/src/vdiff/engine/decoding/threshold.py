@@ -8,7 +8,13 @@ from typing import Any
 import torch
 
 from vdiff.engine.decoding.base import DecodingPolicy, ForwardRequest, ForwardResult, register_policy
-from vdiff.engine.decoding.sampling import avoid_mask_token, filter_logits, gumbel_argmax
+from vdiff.engine.decoding.sampling import (
+    avoid_mask_token,
+    filter_logits,
+    guidance_rows,
+    guided_logits,
+    gumbel_argmax,
+)
 from vdiff.engine.kv_cache import BlockCache, SequenceKV
 from vdiff.engine.sequence import Sequence
 from vdiff.errors import VdiffValidationError
@@ -91,16 +97,12 @@ class ThresholdPolicy(DecodingPolicy):
             return None
         state.masked = seq.masked_positions(block.start, block.end)
         canvas = seq.canvas
-        rows = [canvas]
-        if seq.params.cfg_scale > 0:
-            unconditional = canvas.clone()
-            unconditional[: seq.prompt_len] = self.context.mask_token_id
-            rows.append(unconditional)
+        rows = guidance_rows(canvas, seq.prompt_len, self.context.mask_token_id, seq.params.cfg_scale)
         shift = 1 if self.context.logit_shift else 0
         if not state.caches:
             state.is_refresh = False
             return ForwardRequest(
-                input_ids=torch.stack(rows),
+                input_ids=rows,
                 position_ids=torch.arange(canvas.shape[0]),
                 logit_indices=state.masked - shift,
             )
@@ -109,7 +111,7 @@ class ThresholdPolicy(DecodingPolicy):
         window = windows[0]
         state.is_refresh = window.is_refresh
         return ForwardRequest(
-            input_ids=torch.stack([row[window.start : window.end] for row in rows]),
+            input_ids=rows[:, window.start : window.end].contiguous(),
             position_ids=torch.arange(window.start, window.end),
             logit_indices=state.masked - shift - window.start,
             past=None if window.is_refresh else [w.past for w in windows],
@@ -162,10 +164,7 @@ class ThresholdPolicy(DecodingPolicy):
         logits = torch.zeros(len(seqs), width, vocab, device=device)
         tokens = torch.zeros(len(seqs), width, dtype=torch.int64, device=device)
         for row, (seq, result) in enumerate(zip(seqs, results, strict=True)):
-            seq_logits = result.logits[0]
-            if result.logits.shape[0] == 2:
-                unconditional = result.logits[1]
-                seq_logits = unconditional + (seq.params.cfg_scale + 1) * (seq_logits - unconditional)
+            seq_logits = guided_logits(result.logits, seq.params.cfg_scale)
             params = seq.params
             sample_from = seq_logits
             if params.temperature > 0:
