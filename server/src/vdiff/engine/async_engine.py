@@ -14,7 +14,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -211,12 +211,16 @@ class AsyncLLMEngine(EngineClient):
             self._fail_pending_adds(dead)
             self._fail_streams(dead)
 
-    def _apply_commands(self) -> None:
+    def _pop_commands(self) -> Iterator[_Add | _Abort]:
+        """The commands queued so far, removed as they are yielded."""
         while True:
             try:
-                command = self._commands.get_nowait()
+                yield self._commands.get_nowait()
             except queue.Empty:
                 return
+
+    def _apply_commands(self) -> None:
+        for command in self._pop_commands():
             if isinstance(command, _Abort):
                 output = self.engine.abort_request(command.request_id)
                 if output is not None:
@@ -236,11 +240,7 @@ class AsyncLLMEngine(EngineClient):
             self._call_in_loop(stream.loop, stream.queue.put_nowait, item)
 
     def _fail_pending_adds(self, error: BaseException) -> None:
-        while True:
-            try:
-                command = self._commands.get_nowait()
-            except queue.Empty:
-                return
+        for command in self._pop_commands():
             if isinstance(command, _Add):
                 self._call_in_loop(command.accepted.get_loop(), _settle, command.accepted, error)
 
