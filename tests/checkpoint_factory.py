@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -365,18 +366,18 @@ def _make_qwen2_family_checkpoint(
     *,
     model_type: str,
     architectures: list[str],
-    n_layers: int,
-    hidden_size: int,
-    n_heads: int,
-    n_kv_heads: int,
-    intermediate_size: int,
-    sharded: bool,
-    dtype: torch.dtype,
     seed: int,
-    max_position_embeddings: int,
     tie_word_embeddings: bool,
-    rope_theta: float,
-    generation_config: dict | None,
+    n_layers: int = 2,
+    hidden_size: int = 64,
+    n_heads: int = 4,
+    n_kv_heads: int = 2,
+    intermediate_size: int = 128,
+    sharded: bool = False,
+    dtype: torch.dtype = torch.float32,
+    max_position_embeddings: int = 512,
+    rope_theta: float = 1000000.0,
+    generation_config: dict | None = None,
 ) -> Path:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -449,72 +450,32 @@ def _make_qwen2_family_checkpoint(
 
 
 def make_dream_checkpoint(
-    path: str | Path,
-    *,
-    n_layers: int = 2,
-    hidden_size: int = 64,
-    n_heads: int = 4,
-    n_kv_heads: int = 2,
-    intermediate_size: int = 128,
-    sharded: bool = False,
-    dtype: torch.dtype = torch.float32,
-    seed: int = 0,
-    max_position_embeddings: int = 512,
-    tie_word_embeddings: bool = False,
-    rope_theta: float = 1000000.0,
-    generation_config: dict | None = None,
+    path: str | Path, *, seed: int = 0, tie_word_embeddings: bool = False, **sizes: Any
 ) -> Path:
-    """A Dream-v0-Instruct-shaped checkpoint (Qwen2 tensor names, GQA, q/k/v bias), scaled down."""
+    """A Dream-v0-Instruct-shaped checkpoint (Qwen2 tensor names, GQA, q/k/v bias), scaled down.
+
+    `sizes`: the keyword options of _make_qwen2_family_checkpoint (n_layers, hidden_size, dtype, ...)."""
     return _make_qwen2_family_checkpoint(
         path,
         model_type="Dream",
         architectures=["DreamModel"],
-        n_layers=n_layers,
-        hidden_size=hidden_size,
-        n_heads=n_heads,
-        n_kv_heads=n_kv_heads,
-        intermediate_size=intermediate_size,
-        sharded=sharded,
-        dtype=dtype,
         seed=seed,
-        max_position_embeddings=max_position_embeddings,
         tie_word_embeddings=tie_word_embeddings,
-        rope_theta=rope_theta,
-        generation_config=generation_config,
+        **sizes,
     )
 
 
 def make_qwen2_ar_checkpoint(
-    path: str | Path,
-    *,
-    n_layers: int = 2,
-    hidden_size: int = 64,
-    n_heads: int = 4,
-    n_kv_heads: int = 2,
-    intermediate_size: int = 128,
-    sharded: bool = False,
-    dtype: torch.dtype = torch.float32,
-    seed: int = 1,
-    max_position_embeddings: int = 512,
-    tie_word_embeddings: bool = True,
-    rope_theta: float = 1000000.0,
-    generation_config: dict | None = None,
+    path: str | Path, *, seed: int = 1, tie_word_embeddings: bool = True, **sizes: Any
 ) -> Path:
-    """A Qwen2.5-0.5B-Instruct-shaped causal LM sharing Dream's tokenizer (the APD verifier)."""
+    """A Qwen2.5-0.5B-Instruct-shaped causal LM sharing Dream's tokenizer (the APD verifier).
+
+    `sizes`: as for make_dream_checkpoint."""
     return _make_qwen2_family_checkpoint(
         path,
         model_type="qwen2",
         architectures=["Qwen2ForCausalLM"],
-        n_layers=n_layers,
-        hidden_size=hidden_size,
-        n_heads=n_heads,
-        n_kv_heads=n_kv_heads,
-        intermediate_size=intermediate_size,
-        sharded=sharded,
-        dtype=dtype,
         seed=seed,
-        max_position_embeddings=max_position_embeddings,
         tie_word_embeddings=tie_word_embeddings,
-        rope_theta=rope_theta,
-        generation_config=generation_config,
+        **sizes,
     )
