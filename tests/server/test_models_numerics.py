@@ -9,7 +9,7 @@ import pytest
 import torch
 from checkpoint_factory import make_dream_checkpoint, make_llada_checkpoint
 from safetensors.torch import load_file
-from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel, Qwen2Config, Qwen2ForCausalLM
 from vdiff.config import EngineConfig
 from vdiff.models.base import DiffusionModel
 from vdiff.models.loader import load_model
@@ -21,11 +21,18 @@ def native(path: Path, **overrides: object) -> DiffusionModel:
     return load_model(EngineConfig(model=str(path), device="cpu", **overrides)).model
 
 
-def bidirectional_mask(key_mask: torch.Tensor, num_queries: int) -> torch.Tensor:
-    """transformers returns a prepared 4-D mask as is: additive zeros = attend everything (no causal part)."""
-    blocked = torch.finfo(torch.float32).min
-    additive = torch.zeros(key_mask.shape, dtype=torch.float32).masked_fill(~key_mask, blocked)
-    return additive[:, None, None, :].expand(-1, 1, num_queries, -1)
+def bidirectional_logits(
+    reference: PreTrainedModel, ids: torch.Tensor, positions: torch.Tensor
+) -> torch.Tensor:
+    """transformers' logits with every key attendable: a prepared 4-D mask is used as is, and additive
+    zeros mean attend everything (no causal part)."""
+    batch, length = ids.shape
+    no_mask = torch.zeros(batch, 1, length, length, dtype=torch.float32)
+    return reference(input_ids=ids, position_ids=positions, attention_mask=no_mask).logits
+
+
+def all_keys(ids: torch.Tensor) -> torch.Tensor:
+    return torch.ones_like(ids, dtype=torch.bool)
 
 
 def random_batch(
@@ -111,12 +118,9 @@ def hf_llama_from_llada(path: Path) -> LlamaForCausalLM:
 def test_dream_matches_transformers_qwen2_with_bidirectional_mask(dream_checkpoint: Path) -> None:
     ours, reference = native(dream_checkpoint), hf_qwen2_from_dream(dream_checkpoint)
     ids, positions = random_batch(reference.config.vocab_size)
-    key_mask = torch.ones_like(ids, dtype=torch.bool)
-    expected = reference(
-        input_ids=ids, position_ids=positions, attention_mask=bidirectional_mask(key_mask, ids.shape[1])
-    ).logits
+    expected = bidirectional_logits(reference, ids, positions)
     causal = reference(input_ids=ids, position_ids=positions).logits
-    actual = ours(ids, positions, key_mask).logits
+    actual = ours(ids, positions, all_keys(ids)).logits
     torch.testing.assert_close(actual, expected, atol=ATOL, rtol=0)
     assert (actual - causal).abs().max() > 1e-2, "bidirectional attention must differ from causal"
 
@@ -129,11 +133,8 @@ def test_llada_matches_transformers_llama_with_bidirectional_mask(
     path = make_llada_checkpoint(tmp_path, n_kv_heads=n_kv_heads, weight_tying=weight_tying, seed=3)
     ours, reference = native(path), hf_llama_from_llada(path)
     ids, positions = random_batch(reference.config.vocab_size, seed=1)
-    key_mask = torch.ones_like(ids, dtype=torch.bool)
-    expected = reference(
-        input_ids=ids, position_ids=positions, attention_mask=bidirectional_mask(key_mask, ids.shape[1])
-    ).logits
-    torch.testing.assert_close(ours(ids, positions, key_mask).logits, expected, atol=ATOL, rtol=0)
+    expected = bidirectional_logits(reference, ids, positions)
+    torch.testing.assert_close(ours(ids, positions, all_keys(ids)).logits, expected, atol=ATOL, rtol=0)
 
 
 @pytest.mark.parametrize(("include_bias", "include_qkv_bias"), [(True, False), (False, True)])
@@ -146,11 +147,8 @@ def test_llada_biases_match_transformers_llama(
     )
     ours, reference = native(path), hf_llama_from_llada(path)
     ids, positions = random_batch(reference.config.vocab_size, seed=3)
-    key_mask = torch.ones_like(ids, dtype=torch.bool)
-    expected = reference(
-        input_ids=ids, position_ids=positions, attention_mask=bidirectional_mask(key_mask, ids.shape[1])
-    ).logits
-    actual = ours(ids, positions, key_mask).logits
+    expected = bidirectional_logits(reference, ids, positions)
+    actual = ours(ids, positions, all_keys(ids)).logits
     if include_bias:
         actual = actual - ours.model.transformer.ff_out.bias
     torch.testing.assert_close(actual, expected, atol=ATOL, rtol=0)
