@@ -28,6 +28,12 @@ POLICIES: tuple[Policy, ...] = (
     ),
     Policy("threshold-0.9", {"decoding": "threshold", "threshold": 0.9}, "Fast-dLLM confidence threshold"),
     Policy("threshold-0.7", {"decoding": "threshold", "threshold": 0.7}, "looser threshold"),
+    Policy("threshold-0.5", {"decoding": "threshold", "threshold": 0.5}, "loosest threshold of the sweep"),
+    Policy(
+        "threshold-0.9-no-cache-b8",
+        {"decoding": "threshold", "threshold": 0.9, "block_length": 8},
+        "the cache rows' baseline: same rule and block length, no KV cache",
+    ),
     Policy("factor-1.0", {"decoding": "threshold", "factor": 1.0}, "Fast-dLLM factor rule"),
     Policy(
         "threshold-0.9-prefix-cache",
@@ -42,6 +48,7 @@ POLICIES: tuple[Policy, ...] = (
     Policy(
         "apd-0.7", {"decoding": "apd", "apd_mixture_weight": 0.7}, "APD with the Qwen2 AR verifier, R=0.7"
     ),
+    Policy("apd-0.5", {"decoding": "apd", "apd_mixture_weight": 0.5}, "APD, R=0.5 (trusts the AR more)"),
     Policy("apd-0.9", {"decoding": "apd", "apd_mixture_weight": 0.9}, "APD, R=0.9 (trusts the dLLM more)"),
 )
 
