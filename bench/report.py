@@ -34,7 +34,7 @@ def summarize_runs(runs: list[RunRecord]) -> dict[str, Any]:
         "accuracy": sum(request.correct for request in requests) / max(1, len(requests)),
         "generated_tokens": tokens,
         "tokens_per_s": tokens / wall if wall > 0 else 0.0,
-        "forwards_per_token": forwards / tokens if tokens else None,
+        "forwards_per_token": forwards / tokens if tokens and forwards else None,
         "batched_forwards_per_token": batched / tokens if tokens and batched else None,
         "latency_p50_s": percentile(latencies, 0.50),
         "latency_p95_s": percentile(latencies, 0.95),

@@ -89,14 +89,23 @@ def bench_engine(
     from vdiff.engine.llm_engine import LLMEngine
     from vdiff.errors import VdiffValidationError
 
-    engine = LLMEngine(
-        EngineConfig(
-            model=str(model_dir),
-            device="cpu",
-            max_num_seqs=max(concurrencies),
-            draft_model=str(verifier) if verifier else None,
+    def make_engine(draft: Path | None) -> LLMEngine:
+        return LLMEngine(
+            EngineConfig(
+                model=str(model_dir),
+                device="cpu",
+                max_num_seqs=max(concurrencies),
+                draft_model=str(draft) if draft else None,
+            )
         )
-    )
+
+    try:
+        engine = make_engine(verifier)
+    except VdiffValidationError as error:
+        if verifier is None:
+            raise
+        skipped["--draft-model"] = str(error)  # e.g. a verifier with another tokenizer: no APD here
+        engine = make_engine(None)
     probe = next(iter(instances.values()))[0]
     results: dict[str, Any] = {}
     for policy in policies:
@@ -137,7 +146,8 @@ def bench_http(
 ) -> dict[str, Any]:
     from bench.http_driver import probe_policy, run_http_closed_loop, served_model
 
-    extra_args = ["--draft-model", str(verifier)] if verifier else []
+    # The server accepts a verifier only with APD as its default; every policy row names its decoding.
+    extra_args = ["--decoding", "apd", "--draft-model", str(verifier)] if verifier else []
     results: dict[str, Any] = {}
     with served_model(model_dir, model_name, extra_args, log_dir / f"serve-{model_name}.log") as base_url:
         for policy in policies:
@@ -179,6 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=int(os.environ.get("BENCH_THREADS", "1")))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
     import torch
 
@@ -209,6 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     for model_name in args.models:
         model_dir, verifier = resolve_model(model_name, args.draft_model)
+        label = model_dir.name
         transports: dict[str, Any] = {}
         skipped: dict[str, dict[str, str]] = {"engine": {}, "http": {}}
         transports["engine"] = bench_engine(
@@ -220,10 +232,12 @@ def main(argv: list[str] | None = None) -> None:
             args.max_tokens,
             skipped["engine"],
         )
+        if "--draft-model" in skipped["engine"]:
+            verifier = None
         if not args.no_http:
             try:
                 transports["http"] = bench_http(
-                    model_name,
+                    label,
                     model_dir,
                     verifier,
                     policies,
@@ -234,9 +248,9 @@ def main(argv: list[str] | None = None) -> None:
                     skipped["http"],
                 )
             except (FileNotFoundError, RuntimeError) as error:
-                results["notes"].append(f"HTTP benchmark of {model_name} skipped: {error}")
-        results["models"][model_name] = transports
-        results["skipped"][model_name] = skipped
+                results["notes"].append(f"HTTP benchmark of {label} skipped: {error}")
+        results["models"][label] = transports
+        results["skipped"][label] = skipped
     top = str(max(args.concurrency))
     (args.out_dir / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
     plot_accuracy_vs_speed(results, args.out_dir / f"{name}.png", top)
