@@ -101,7 +101,7 @@ def plot_accuracy_vs_speed(results: dict[str, Any], path: Path, concurrency: str
         return
     figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
     for axis, (title, policies) in zip(axes[0], panels, strict=True):
-        for name, result in policies.items():
+        for index, (name, result) in enumerate(policies.items()):
             cell = result["overall"].get(concurrency)
             if not cell:
                 continue
@@ -109,7 +109,7 @@ def plot_accuracy_vs_speed(results: dict[str, Any], path: Path, concurrency: str
                 accuracy = result["accuracy"].get(group)
                 if accuracy is None:
                     continue
-                axis.scatter(cell["tokens_per_s"], accuracy, marker=marker)
+                axis.scatter(cell["tokens_per_s"], accuracy, marker=marker, color=f"C{index % 10}")
                 axis.annotate(
                     name if group == "single_answer" else "",
                     (cell["tokens_per_s"], accuracy),

@@ -17,6 +17,7 @@ import logging
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -244,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
                     http_instances,
                     args.concurrency,
                     args.max_tokens,
-                    args.out_dir,
+                    Path(tempfile.gettempdir()),
                     skipped["http"],
                 )
             except (FileNotFoundError, RuntimeError) as error:
