@@ -13,6 +13,7 @@ Steps that would commit nothing are skipped without a forward (exact at temperat
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import torch
@@ -50,6 +51,10 @@ def uses_dream_rule(seq: Sequence) -> bool:
     return seq.params.alg is not None
 
 
+def filters_logits(params) -> bool:
+    return params.top_p < 1 or params.top_k > 0
+
+
 @register_policy
 class ReferencePolicy(DecodingPolicy):
     name = "reference"
@@ -69,6 +74,18 @@ class ReferencePolicy(DecodingPolicy):
             logit_indices=logit_indices,
         )
 
+    def commit(self, seqs: list[Sequence], results: list[ForwardResult]) -> None:
+        """Commit for every sequence at once: the per-position math (softmax, argmax, confidences) runs
+        over all sequences' logits together; only generator draws and position picks stay per sequence."""
+        batched = [index for index, seq in enumerate(seqs) if seq.params.alg != "origin"]
+        if len(batched) < len(seqs):
+            batched_set = set(batched)
+            for index, (seq, result) in enumerate(zip(seqs, results, strict=True)):
+                if index not in batched_set:
+                    self.commit_one(seq, result)
+        if batched:
+            self._commit_batched([seqs[i] for i in batched], [results[i] for i in batched])
+
     def commit_one(self, seq: Sequence, result: ForwardResult) -> None:
         progress: BlockProgress = seq.decoding_state
         logits = guided_logits(result.logits, seq.params.cfg_scale)
@@ -78,6 +95,141 @@ class ReferencePolicy(DecodingPolicy):
             chosen, tokens = self._llada_choose(seq, progress, logits)
         seq.commit(progress.masked[chosen], tokens)
         seq.step_in_block += 1
+
+    def _commit_batched(self, seqs: list[Sequence], results: list[ForwardResult]) -> None:
+        mask_token_id = self.context.mask_token_id
+        seq_logits = [
+            guided_logits(result.logits, seq.params.cfg_scale)
+            for seq, result in zip(seqs, results, strict=True)
+        ]
+        counts = [logits.shape[0] for logits in seq_logits]
+        bounds = list(itertools.accumulate(counts, initial=0))
+        logits = torch.cat(seq_logits) if len(seq_logits) > 1 else seq_logits[0]
+        dream_rows = [uses_dream_rule(seq) for seq in seqs]
+
+        # Dream's sampler works on (temperature-scaled, filtered) probabilities, LLaDA's on raw logits.
+        dream_probs = None
+        if any(dream_rows):
+            scaled = [
+                filter_logits(
+                    seq_logits[i] / seq.params.temperature if seq.params.temperature > 0 else seq_logits[i],
+                    seq.params.top_p,
+                    seq.params.top_k,
+                )
+                if dream_rows[i] and (seq.params.temperature > 0 or filters_logits(seq.params))
+                else seq_logits[i]
+                for i, seq in enumerate(seqs)
+            ]
+            dream_probs = torch.softmax(torch.cat(scaled) if len(scaled) > 1 else scaled[0], dim=-1)
+        llada_probs = torch.softmax(logits, dim=-1) if not all(dream_rows) else None
+
+        # temperature 0: LLaDA takes argmax(logits), Dream max(probs); sampled rows are overwritten below
+        dream_tokens = dream_probs.max(dim=-1).indices if dream_probs is not None else None
+        tokens = logits.argmax(dim=-1) if llada_probs is not None else dream_tokens
+        assert tokens is not None
+        drawn_confidence: dict[int, torch.Tensor] = {}
+        for i, seq in enumerate(seqs):
+            params, rows = seq.params, slice(bounds[i], bounds[i + 1])
+            if dream_rows[i]:
+                assert dream_probs is not None and dream_tokens is not None
+                if params.temperature > 0 and counts[i] > 0:
+                    tokens[rows] = torch.multinomial(dream_probs[rows], 1, generator=seq.generator).squeeze(
+                        -1
+                    )
+                elif dream_tokens is not tokens:
+                    tokens[rows] = dream_tokens[rows]
+                continue
+            if params.temperature > 0:
+                tokens[rows] = gumbel_argmax(
+                    filter_logits(seq_logits[i], params.top_p, params.top_k),
+                    params.temperature,
+                    seq.generator,
+                )
+            if params.remasking == "random":
+                drawn_confidence[i] = torch.rand(counts[i], device=logits.device, generator=seq.generator)
+        sampled_tokens = tokens  # Dream's confidence is taken before the mask-token fallback
+        tokens = avoid_mask_token(tokens, logits, mask_token_id)
+
+        confidence = self._confidence(
+            seqs, bounds, dream_rows, sampled_tokens, tokens, llada_probs, dream_probs
+        )
+        for i, drawn in drawn_confidence.items():
+            confidence[bounds[i] : bounds[i + 1]] = drawn
+        self._commit_top_positions(seqs, bounds, confidence, tokens)
+
+    @staticmethod
+    def _confidence(
+        seqs: list[Sequence],
+        bounds: list[int],
+        dream_rows: list[bool],
+        sampled_tokens: torch.Tensor,
+        tokens: torch.Tensor,
+        llada_probs: torch.Tensor | None,
+        dream_probs: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Per position: LLaDA p(token); Dream p(token), p1 - p2 or Σ p log p (each sequence's rule)."""
+        kinds = [
+            DREAM_CONFIDENCE[seq.params.alg] if dream else "llada"
+            for seq, dream in zip(seqs, dream_rows, strict=True)
+        ]
+        by_kind: dict[str, torch.Tensor] = {}
+        for kind in dict.fromkeys(kinds):
+            if kind == "llada":
+                assert llada_probs is not None
+                by_kind[kind] = llada_probs.gather(-1, tokens[:, None]).squeeze(-1)
+                continue
+            assert dream_probs is not None
+            if kind == "prob":
+                by_kind[kind] = dream_probs.gather(-1, sampled_tokens[:, None]).squeeze(-1)
+            elif kind == "margin":
+                top2 = torch.topk(dream_probs, 2, dim=-1).values
+                by_kind[kind] = top2[:, 0] - top2[:, 1]
+            else:
+                by_kind[kind] = torch.sum(dream_probs * torch.log(dream_probs + 1e-10), dim=-1)
+        if len(by_kind) == 1:
+            return next(iter(by_kind.values())).clone()
+        confidence = torch.empty_like(next(iter(by_kind.values())))
+        for i, kind in enumerate(kinds):
+            confidence[bounds[i] : bounds[i + 1]] = by_kind[kind][bounds[i] : bounds[i + 1]]
+        return confidence
+
+    @staticmethod
+    def _commit_top_positions(
+        seqs: list[Sequence], bounds: list[int], confidence: torch.Tensor, tokens: torch.Tensor
+    ) -> None:
+        """Pick positions over canvas-long score vectors (-inf where not a candidate), as the reference
+        does, so ties break exactly the same way. Sequences with the same canvas length and commit
+        count share one topk call (row-wise identical to calling it per sequence)."""
+        device = confidence.device
+        canvas_lens = [seq.canvas.shape[0] for seq in seqs]
+        width = max(canvas_lens)
+        row_index = torch.repeat_interleave(
+            torch.arange(len(seqs), device=device),
+            torch.tensor([bounds[i + 1] - bounds[i] for i in range(len(seqs))], device=device),
+        )
+        masked = torch.cat([seq.decoding_state.masked for seq in seqs]).to(device)
+        scores = torch.full((len(seqs), width), float("-inf"), device=device, dtype=confidence.dtype)
+        scores[row_index, masked] = confidence
+        canvas_tokens = torch.zeros((len(seqs), width), device=device, dtype=tokens.dtype)
+        canvas_tokens[row_index, masked] = tokens
+
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, seq in enumerate(seqs):
+            alg_temp = seq.params.alg_temp if uses_dream_rule(seq) else None
+            if alg_temp:
+                weights = torch.softmax(scores[i, : canvas_lens[i]] / alg_temp, dim=-1)
+                num = seq.decoding_state.num_to_commit
+                positions = torch.multinomial(weights, num, generator=seq.generator)
+                seq.commit(positions, canvas_tokens[i, positions])
+                seq.step_in_block += 1
+                continue
+            groups.setdefault((canvas_lens[i], seq.decoding_state.num_to_commit), []).append(i)
+        for (canvas_len, num), members in groups.items():
+            positions = torch.topk(scores[members, :canvas_len], num).indices
+            group_tokens = canvas_tokens[members].gather(1, positions)
+            for slot, i in enumerate(members):
+                seqs[i].commit(positions[slot], group_tokens[slot])
+                seqs[i].step_in_block += 1
 
     def _find_next_step(self, seq: Sequence, progress: BlockProgress) -> bool:
         """Move the block/step cursor to the next step that commits something; False when done."""
