@@ -54,12 +54,18 @@ def normalize_answer(text: str) -> str:
     return "".join(text.split()).rstrip(".")
 
 
+COUNT_DIGITS = 3
+"""Counting over 5 digits stayed at the majority-class rate for every demo model, the AR one included."""
+
+
 def _digits(rng: random.Random, count: int) -> str:
     return "".join(str(rng.randrange(10)) for _ in range(count))
 
 
 def _add(rng: random.Random) -> tuple[str, tuple[str, ...]]:
-    a, b = rng.randrange(10, 100), rng.randrange(10)
+    # No carry: a 4-layer masked-diffusion model does not learn the carry in an hour of CPU training.
+    a = rng.randrange(10, 100)
+    b = rng.randrange(10 - a % 10)
     return f"Add {a} and {b}.", (str(a + b),)
 
 
@@ -80,7 +86,7 @@ def _copy(rng: random.Random) -> tuple[str, tuple[str, ...]]:
 
 def _count(rng: random.Random) -> tuple[str, tuple[str, ...]]:
     target = str(rng.randrange(10))
-    digits = "".join(target if rng.random() < 0.35 else str(rng.randrange(10)) for _ in range(5))
+    digits = "".join(target if rng.random() < 0.4 else str(rng.randrange(10)) for _ in range(COUNT_DIGITS))
     return f"Count {target} in {digits}.", (str(digits.count(target)),)
 
 
@@ -108,11 +114,11 @@ def _pick(rng: random.Random) -> tuple[str, tuple[str, ...]]:
 TASKS: dict[str, Task] = {
     task.name: task
     for task in (
-        Task("add", False, _add, "a 2-digit plus a 1-digit number"),
+        Task("add", False, _add, "a 2-digit plus a 1-digit number, no carry"),
         Task("sort", False, _sort, "sort 4 digits ascending"),
         Task("reverse", False, _reverse, "reverse 4 digits"),
         Task("copy", False, _copy, "copy 5 digits"),
-        Task("count", False, _count, "count one digit in 5 digits"),
+        Task("count", False, _count, "count one digit in 3 digits"),
         Task("max", False, _max, "largest of 4 digits"),
         Task("permute", True, _permute, "any ordering of 3 distinct digits"),
         Task("pick", True, _pick, "any one of three 3-digit codes"),
@@ -154,12 +160,16 @@ def eval_set(task: str, num_examples: int, seed: int = 1234) -> list[TaskInstanc
     return instances
 
 
-def training_stream(seed: int, tasks: tuple[str, ...] = tuple(TASKS)) -> Callable[[], tuple[str, str]]:
-    """An endless deterministic source of (prompt, target answer) pairs from the train split."""
+def training_stream(
+    seed: int, tasks: tuple[str, ...] = tuple(TASKS), weights: dict[str, float] | None = None
+) -> Callable[[], tuple[str, str]]:
+    """An endless deterministic source of (prompt, target answer) pairs from the train split;
+    `weights` (task -> relative frequency, default 1) oversamples the tasks that learn slowest."""
     rng = random.Random(f"train-{seed}")
+    task_weights = [(weights or {}).get(task, 1.0) for task in tasks]
 
     def next_example() -> tuple[str, str]:
-        instance = sample_instance(rng.choice(tasks), rng, "train")
+        instance = sample_instance(rng.choices(tasks, task_weights)[0], rng, "train")
         return instance.prompt, instance.training_target(rng)
 
     return next_example

@@ -57,6 +57,8 @@ logger = logging.getLogger("bench.train_demo")
 MIN_CANVAS, MAX_CANVAS = 8, 16
 """Training canvases (answer + end token + EOS padding) vary in length so any max_tokens in range works."""
 EVAL_CANVAS = 16
+TRAINING_MIX = {"add": 3.0, "count": 3.0, "pick": 2.0}
+"""Relative task frequencies in training (others 1): the slowest-learning tasks are oversampled."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +213,7 @@ def train_one(spec: DemoSpec, tokenizer: Tokenizer, out_dir: Path, seed: int, mo
         model.parameters(), lr=spec.learning_rate, betas=(0.9, 0.98), weight_decay=0.01
     )
     warmup = max(1, min(100, spec.steps // 20))
-    next_example = training_stream(seed)
+    next_example = training_stream(seed, weights=TRAINING_MIX)
     rng = random.Random(seed)
     generator = torch.Generator().manual_seed(seed)
     monitor = {task: eval_set(task, monitor_examples) for task in TASKS}
@@ -266,6 +268,7 @@ def train_one(spec: DemoSpec, tokenizer: Tokenizer, out_dir: Path, seed: int, mo
             "learning_rate": spec.learning_rate,
             "seed": seed,
             "canvas_lengths": [MIN_CANVAS, MAX_CANVAS],
+            "task_weights": TRAINING_MIX,
             "seconds": round(time.monotonic() - started),
             "monitor_history": history,
             "initialised_from": spec.init_from,

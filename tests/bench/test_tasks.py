@@ -81,3 +81,21 @@ def test_multi_answer_tasks_accept_every_valid_answer_and_reject_mixtures() -> N
 def test_task_groups_cover_the_suite() -> None:
     assert set(SINGLE_ANSWER_TASKS) | set(MULTI_ANSWER_TASKS) == set(TASKS)
     assert len(MULTI_ANSWER_TASKS) >= 2
+
+
+def test_add_never_carries_and_count_scans_three_digits() -> None:
+    rng = random.Random(2)
+    for _ in range(300):
+        add_words = TASKS["add"].sample(rng).prompt.removesuffix(".").split()
+        a, b = int(add_words[1]), int(add_words[3])
+        assert 10 <= a <= 99 and 0 <= b <= 9 and a % 10 + b <= 9
+        count_words = TASKS["count"].sample(rng).prompt.removesuffix(".").split()
+        assert len(count_words[3]) == 3 and count_words[3].isdigit()
+
+
+def test_training_weights_oversample_a_task_and_stay_in_the_train_split() -> None:
+    next_example = training_stream(seed=5, weights={"add": 8.0})
+    prompts = [next_example()[0] for _ in range(600)]
+    share_of_add = sum(p.startswith("Add ") for p in prompts) / len(prompts)
+    assert share_of_add > 0.4  # uniform would be 1/8
+    assert not any(is_eval_prompt(p.split()[0].lower(), p) for p in prompts if p.startswith("Add "))
