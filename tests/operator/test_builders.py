@@ -136,8 +136,11 @@ def test_profile_table() -> None:
         "kv_cache": "none",
     }
     assert decoding_settings(dm(decoding={"profile": "balanced", "decoding": "reference"})) == {
+        "decoding": "reference"
+    }
+    assert decoding_settings(dm(decoding={"profile": "fast", "decoding": "reference"})) == {
         "decoding": "reference",
-        "kv_cache": "prefix",
+        "kv_cache": "dual",
     }
 
 

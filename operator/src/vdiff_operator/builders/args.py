@@ -8,10 +8,11 @@ from vdiff_operator.models import DiffusionModel
 
 DRAFT_MOUNT_PATH = "/mnt/draft-model"
 
-# profile -> server settings; `fast` picks APD when a draft model is given.
+# profile -> server settings (chosen from bench results on the demo models, docs/decoding.md);
+# `fast` picks APD when a draft model is given.
 PROFILES: dict[str, dict[str, Any]] = {
     "quality": {"decoding": "reference"},
-    "balanced": {"decoding": "threshold", "threshold": 0.9, "kv_cache": "prefix"},
+    "balanced": {"decoding": "threshold", "threshold": 0.9},
     "fast": {"decoding": "threshold", "threshold": 0.7, "kv_cache": "dual"},
 }
 FAST_WITH_DRAFT: dict[str, Any] = {"decoding": "apd"}
