@@ -22,6 +22,7 @@ from vdiff.engine.decoding.base import DecodingPolicy, ForwardRequest, ForwardRe
 from vdiff.engine.decoding.sampling import (
     avoid_mask_token,
     dream_num_transfer,
+    dream_reveal_fractions,
     dream_sample_tokens,
     dream_timesteps,
     filter_logits,
@@ -29,6 +30,7 @@ from vdiff.engine.decoding.sampling import (
     guided_logits,
     gumbel_argmax,
     llada_transfer_schedule,
+    positions,
 )
 from vdiff.engine.sequence import Block, Sequence
 
@@ -42,6 +44,7 @@ class BlockProgress:
     block_index: int = -1
     llada_schedule: list[int] = field(default_factory=list)
     dream_timesteps: torch.Tensor | None = None
+    dream_reveal_fractions: list[float] = field(default_factory=list)
     masked: torch.Tensor | None = None
     """Canvas indices queried by the pending forward."""
     num_to_commit: int = 0
@@ -70,7 +73,7 @@ class ReferencePolicy(DecodingPolicy):
         logit_indices = progress.masked - 1 if self.context.logit_shift else progress.masked
         return ForwardRequest(
             input_ids=guidance_rows(canvas, seq.prompt_len, self.context.mask_token_id, seq.params.cfg_scale),
-            position_ids=torch.arange(canvas.shape[0]),
+            position_ids=positions(0, canvas.shape[0]),
             logit_indices=logit_indices,
         )
 
@@ -252,7 +255,7 @@ class ReferencePolicy(DecodingPolicy):
                 if seq.params.alg == "origin":
                     return True
                 progress.num_to_commit = dream_num_transfer(
-                    num_masked, seq.step_in_block, progress.dream_timesteps
+                    num_masked, seq.step_in_block, progress.dream_reveal_fractions
                 )
             else:
                 progress.num_to_commit = progress.llada_schedule[seq.step_in_block]
@@ -264,6 +267,7 @@ class ReferencePolicy(DecodingPolicy):
         progress.block_index = seq.block_index
         if uses_dream_rule(seq):
             progress.dream_timesteps = dream_timesteps(block.num_steps, seq.params.eps)
+            progress.dream_reveal_fractions = dream_reveal_fractions(progress.dream_timesteps)
         else:
             num_masked = seq.masked_positions(block.start, block.end).shape[0]
             progress.llada_schedule = llada_transfer_schedule(num_masked, block.num_steps)

@@ -6,6 +6,8 @@ randomness only from that sequence's generator, so results never depend on what 
 
 from __future__ import annotations
 
+import struct
+
 import torch
 
 
@@ -20,13 +22,23 @@ def dream_timesteps(num_steps: int, eps: float) -> torch.Tensor:
     return torch.linspace(1, eps, num_steps + 1, dtype=torch.float32)
 
 
-def dream_num_transfer(num_masked: int, step: int, timesteps: torch.Tensor) -> int:
-    """Dream's reveal count floor(#mask * (1 - s/t)), all remaining masks at the last step (float32 math)."""
-    num_steps = timesteps.shape[0] - 1
-    if step >= num_steps - 1:
+def dream_reveal_fractions(timesteps: torch.Tensor) -> list[float]:
+    """Per step, 1 - s/t in float32 as the reference computes it (exact float32 values)."""
+    return (1 - timesteps[1:] / timesteps[:-1]).tolist()
+
+
+def dream_num_transfer(num_masked: int, step: int, reveal_fractions: list[float]) -> int:
+    """Dream's reveal count floor(#mask * (1 - s/t)), all remaining masks at the last step.
+
+    Float32 math like the reference: the double product of two float32 values is exact, so rounding it
+    to float32 gives the float32 product."""
+    if step >= len(reveal_fractions) - 1:
         return num_masked
-    t, s = timesteps[step], timesteps[step + 1]
-    return int(torch.tensor(float(num_masked), dtype=torch.float32) * (1 - s / t))
+    return int(_to_float32(num_masked * reveal_fractions[step]))
+
+
+def _to_float32(value: float) -> float:
+    return struct.unpack("f", struct.pack("f", value))[0]
 
 
 def gumbel_argmax(
@@ -109,13 +121,25 @@ def avoid_mask_token(tokens: torch.Tensor, logits: torch.Tensor, mask_token_id: 
 def guidance_rows(
     canvas: torch.Tensor, prompt_len: int, mask_token_id: int, cfg_scale: float
 ) -> torch.Tensor:
-    """[rows, L]: the canvas, plus a copy with the prompt masked for classifier-free guidance (cfg > 0)."""
-    rows = [canvas]
-    if cfg_scale > 0:
-        unconditional = canvas.clone()
-        unconditional[:prompt_len] = mask_token_id
-        rows.append(unconditional)
-    return torch.stack(rows)
+    """[rows, L]: the canvas (a view: the runner copies it before anything commits), plus a copy with
+    the prompt masked for classifier-free guidance (cfg > 0)."""
+    if cfg_scale <= 0:
+        return canvas.unsqueeze(0)
+    unconditional = canvas.clone()
+    unconditional[:prompt_len] = mask_token_id
+    return torch.stack([canvas, unconditional])
+
+
+_ARANGE = torch.arange(0)
+
+
+def positions(start: int, end: int) -> torch.Tensor:
+    """Canvas positions [start, end) as int64: a view of one shared range (read-only), so a step does
+    not build a new tensor per sequence."""
+    global _ARANGE
+    if _ARANGE.shape[0] < end:
+        _ARANGE = torch.arange(max(end, 2 * _ARANGE.shape[0]))
+    return _ARANGE[start:end]
 
 
 def guided_logits(logits: torch.Tensor, cfg_scale: float) -> torch.Tensor:

@@ -14,6 +14,7 @@ from vdiff.engine.decoding.sampling import (
     guidance_rows,
     guided_logits,
     gumbel_argmax,
+    positions,
 )
 from vdiff.engine.kv_cache import BlockCache, SequenceKV
 from vdiff.engine.sequence import Sequence
@@ -92,10 +93,9 @@ class ThresholdPolicy(DecodingPolicy):
 
     def prepare(self, seq: Sequence) -> ForwardRequest | None:
         state: ThresholdState = seq.decoding_state
-        block = self._current_block(seq)
+        block = self._current_block(seq, state)
         if block is None:
             return None
-        state.masked = seq.masked_positions(block.start, block.end)
         canvas = seq.canvas
         rows = guidance_rows(canvas, seq.prompt_len, self.context.mask_token_id, seq.params.cfg_scale)
         shift = 1 if self.context.logit_shift else 0
@@ -103,7 +103,7 @@ class ThresholdPolicy(DecodingPolicy):
             state.is_refresh = False
             return ForwardRequest(
                 input_ids=rows,
-                position_ids=torch.arange(canvas.shape[0]),
+                position_ids=positions(0, canvas.shape[0]),
                 logit_indices=state.masked - shift,
             )
         start, end = seq.prompt_len + block.start, seq.prompt_len + block.end
@@ -112,7 +112,7 @@ class ThresholdPolicy(DecodingPolicy):
         state.is_refresh = window.is_refresh
         return ForwardRequest(
             input_ids=rows[:, window.start : window.end].contiguous(),
-            position_ids=torch.arange(window.start, window.end),
+            position_ids=positions(window.start, window.end),
             logit_indices=state.masked - shift - window.start,
             past=None if window.is_refresh else [w.past for w in windows],
             use_cache=window.is_refresh,
@@ -122,22 +122,31 @@ class ThresholdPolicy(DecodingPolicy):
         if not seqs:
             return
         tokens, confidence, candidates = self._sample(seqs, results)
-        threshold = torch.tensor([seq.params.threshold for seq in seqs], device=confidence.device)
-        factor = torch.tensor([seq.params.factor or 0.0 for seq in seqs], device=confidence.device)
-        chosen = select_parallel(confidence, candidates, threshold, factor).cpu()
-        tokens = tokens.cpu()
+        device = confidence.device
+        threshold = torch.tensor([seq.params.threshold for seq in seqs], device=device)
+        factors = [seq.params.factor or 0.0 for seq in seqs]
+        factor = torch.tensor(factors, device=device) if any(factors) else None
+        chosen = select_parallel(confidence, candidates, threshold, factor)
+        # one gather for every sequence: (row, column) of each commit -> canvas index and token
+        rows, columns = chosen.nonzero(as_tuple=True)
+        canvas_indices = torch.zeros_like(tokens)
+        canvas_indices[candidates] = torch.cat([seq.decoding_state.masked for seq in seqs]).to(device)
+        per_row = chosen.sum(dim=-1).tolist()
+        committed_indices = canvas_indices[rows, columns].cpu().split(per_row)
+        committed_tokens = tokens[rows, columns].cpu().split(per_row)
         for row, (seq, result) in enumerate(zip(seqs, results, strict=True)):
             state: ThresholdState = seq.decoding_state
-            picked = chosen[row, : state.masked.shape[0]]
             if state.is_refresh:
                 self._refresh(seq, state, result)
-            seq.commit(state.masked[picked], tokens[row, : state.masked.shape[0]][picked])
+            seq.commit(committed_indices[row], committed_tokens[row])
             seq.step_in_block += 1
 
-    def _current_block(self, seq: Sequence):
-        """Skip blocks without masks (threshold decoding ignores the step budget)."""
+    def _current_block(self, seq: Sequence, state: ThresholdState):
+        """Skip blocks without masks (threshold decoding ignores the step budget); leaves the current
+        block's masked canvas indices in state.masked."""
         while (block := seq.current_block) is not None:
-            if seq.masked_positions(block.start, block.end).numel():
+            state.masked = seq.masked_positions(block.start, block.end)
+            if state.masked.numel():
                 return block
             seq.block_index += 1
             seq.step_in_block = 0
@@ -159,22 +168,31 @@ class ThresholdPolicy(DecodingPolicy):
         padded to [num_seqs, max_masks]; candidates marks the real entries."""
         num_masks = [seq.decoding_state.masked.shape[0] for seq in seqs]
         width = max(num_masks)
-        device = results[0].logits.device
-        vocab = results[0].logits.shape[-1]
-        logits = torch.zeros(len(seqs), width, vocab, device=device)
-        tokens = torch.zeros(len(seqs), width, dtype=torch.int64, device=device)
-        for row, (seq, result) in enumerate(zip(seqs, results, strict=True)):
-            seq_logits = guided_logits(result.logits, seq.params.cfg_scale)
+        seq_logits = [
+            guided_logits(result.logits, seq.params.cfg_scale)
+            for seq, result in zip(seqs, results, strict=True)
+        ]
+        logits = torch.cat(seq_logits) if len(seq_logits) > 1 else seq_logits[0]
+        device = logits.device
+        tokens = logits.argmax(dim=-1)  # temperature 0; sampled sequences are overwritten below
+        start = 0
+        for seq, count, seq_logit in zip(seqs, num_masks, seq_logits, strict=True):
             params = seq.params
-            sample_from = seq_logits
             if params.temperature > 0:
-                sample_from = filter_logits(seq_logits, params.top_p, params.top_k)
-            seq_tokens = gumbel_argmax(sample_from, params.temperature, seq.generator)
-            tokens[row, : num_masks[row]] = avoid_mask_token(
-                seq_tokens, seq_logits, self.context.mask_token_id
-            )
-            logits[row, : num_masks[row]] = seq_logits
-        confidence = torch.softmax(logits, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-        lengths = torch.tensor(num_masks, device=device).view(-1, 1)
-        candidates = torch.arange(width, device=device).view(1, -1) < lengths
-        return tokens, confidence, candidates
+                sample_from = filter_logits(seq_logit, params.top_p, params.top_k)
+                tokens[start : start + count] = gumbel_argmax(sample_from, params.temperature, seq.generator)
+            start += count
+        tokens = avoid_mask_token(tokens, logits, self.context.mask_token_id)
+        confidence = torch.softmax(logits, dim=-1).gather(-1, tokens[:, None]).squeeze(-1)
+
+        lengths = torch.tensor(num_masks, device=device)
+        rows = torch.repeat_interleave(torch.arange(len(seqs), device=device), lengths)
+        columns = torch.arange(tokens.shape[0], device=device) - torch.repeat_interleave(
+            lengths.cumsum(0) - lengths, lengths
+        )
+        padded_tokens = torch.zeros(len(seqs), width, dtype=torch.int64, device=device)
+        padded_tokens[rows, columns] = tokens
+        padded_confidence = torch.zeros(len(seqs), width, dtype=confidence.dtype, device=device)
+        padded_confidence[rows, columns] = confidence
+        candidates = torch.arange(width, device=device).view(1, -1) < lengths.view(-1, 1)
+        return padded_tokens, padded_confidence, candidates
