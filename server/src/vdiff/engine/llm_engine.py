@@ -15,7 +15,7 @@ import torch
 from vdiff.config import EngineConfig
 from vdiff.engine.decoding import DecodingPolicy, PolicyContext, get_policy_class
 from vdiff.engine.model_runner import ModelRunner
-from vdiff.engine.output_processor import OutputProcessor
+from vdiff.engine.output_processor import OutputProcessor, supports_incremental_decoding
 from vdiff.engine.outputs import RequestOutput
 from vdiff.engine.request import Request
 from vdiff.engine.scheduler import Scheduler
@@ -76,7 +76,11 @@ class LLMEngine:
         if config.draft_model:
             self._policy("apd")  # load the verifier and check its tokenizer at startup
         self.scheduler = Scheduler(config.max_num_seqs, config.max_waiting_requests)
-        self.output_processor = OutputProcessor(self.tokenizer_info.decode, self.tokenizer_info.eos_token_ids)
+        self.output_processor = OutputProcessor(
+            self.tokenizer_info.decode,
+            self.tokenizer_info.eos_token_ids,
+            incremental=supports_incremental_decoding(self.tokenizer_info.tokenizer),
+        )
         self.requests: dict[str, Request] = {}
         self.stats = EngineStats()
         self._seq_ids = itertools.count()

@@ -91,6 +91,8 @@ class Sequence:
     stats: RequestStats = field(default_factory=RequestStats)
     decoding_state: Any = None
     """Owned by the sequence's DecodingPolicy: KV-cache handles, APD verifier state, ..."""
+    detokenizer_state: Any = None
+    """Owned by the OutputProcessor: incremental detokenization offsets."""
 
     def __post_init__(self) -> None:
         gen = torch.full((self.gen_len,), self.mask_token_id, dtype=torch.int64)
@@ -129,6 +131,8 @@ class Sequence:
     def advance_frontier(self) -> list[int]:
         """Move the frontier over newly committed positions; returns their tokens (left to right)."""
         offset = self.prompt_len
+        if self.frontier >= self.gen_len or int(self.canvas[offset + self.frontier]) == self.mask_token_id:
+            return []
         region = self.canvas[offset + self.frontier : offset + self.gen_len]
         masked = (region == self.mask_token_id).nonzero()
         advance = int(masked[0]) if len(masked) else len(region)
