@@ -47,17 +47,25 @@ class ModelRunner:
         past_key_values, past_mask = pad_past(past_rows, self.device)
         num_cached = 0 if past_mask is None else past_mask.shape[1]
 
-        input_ids = torch.full((num_rows, num_queries), self.pad_token_id, dtype=torch.int64)
-        position_ids = torch.zeros((num_rows, num_queries), dtype=torch.int64)
-        key_mask = torch.zeros((num_rows, num_cached + num_queries), dtype=torch.bool)
-        row = 0
-        for request in requests:
-            length = request.num_queries
-            rows = slice(row, row + request.num_rows)
-            input_ids[rows, :length] = request.input_ids
-            position_ids[rows, :length] = request.position_ids
-            key_mask[rows, num_cached : num_cached + length] = True
-            row += request.num_rows
+        lengths = [request.num_queries for request in requests]
+        if all(length == num_queries for length in lengths):
+            # every row is a full window: concatenate instead of padding (the common case)
+            input_ids = torch.cat([request.input_ids for request in requests])
+            position_ids = torch.cat(
+                [request.position_ids.expand(request.num_rows, -1) for request in requests]
+            )
+            key_mask = torch.ones((num_rows, num_cached + num_queries), dtype=torch.bool)
+        else:
+            input_ids = torch.full((num_rows, num_queries), self.pad_token_id, dtype=torch.int64)
+            position_ids = torch.zeros((num_rows, num_queries), dtype=torch.int64)
+            key_mask = torch.zeros((num_rows, num_cached + num_queries), dtype=torch.bool)
+            row = 0
+            for request, length in zip(requests, lengths, strict=True):
+                rows = slice(row, row + request.num_rows)
+                input_ids[rows, :length] = request.input_ids
+                position_ids[rows, :length] = request.position_ids
+                key_mask[rows, num_cached : num_cached + length] = True
+                row += request.num_rows
         key_mask = key_mask.to(self.device)
         if past_mask is not None:
             key_mask[:, :num_cached] = past_mask
@@ -70,19 +78,38 @@ class ModelRunner:
             use_cache=any(request.use_cache for request in requests),
         )
         self.num_forwards += 1
+        logits = self._gather_logits(output.logits, requests)
 
         results = []
         row = 0
-        for request in requests:
+        for request, request_logits in zip(requests, logits, strict=True):
             rows = slice(row, row + request.num_rows)
-            indices = request.logit_indices.to(self.device)
-            logits = output.logits[rows].index_select(1, indices).float()
             kv = None
             if request.use_cache and output.past_key_values is not None:
                 kv = [
                     (k[rows, :, : request.num_queries], v[rows, :, : request.num_queries])
                     for k, v in output.past_key_values
                 ]
-            results.append(ForwardResult(logits=logits, past_key_values=kv))
+            results.append(ForwardResult(logits=request_logits, past_key_values=kv))
             row += request.num_rows
         return results
+
+    def _gather_logits(self, logits: torch.Tensor, requests: list[ForwardRequest]) -> list[torch.Tensor]:
+        """One gather (and one float32 cast) for every request's logit indices; per request a view
+        [rows, K, vocab]."""
+        num_rows, num_queries, vocab = logits.shape
+        flat_indices = []
+        row = 0
+        for request in requests:
+            for _ in range(request.num_rows):
+                flat_indices.append(request.logit_indices + row * num_queries)
+                row += 1
+        flat = torch.cat(flat_indices) if len(flat_indices) > 1 else flat_indices[0]
+        gathered = (
+            logits.reshape(num_rows * num_queries, vocab).index_select(0, flat.to(logits.device)).float()
+        )
+        sizes = [request.num_rows * request.logit_indices.shape[0] for request in requests]
+        return [
+            chunk.view(request.num_rows, request.logit_indices.shape[0], vocab)
+            for request, chunk in zip(requests, gathered.split(sizes), strict=True)
+        ]

@@ -81,6 +81,8 @@ class ReferencePolicy(DecodingPolicy):
         """Commit for every sequence at once: the per-position math (softmax, argmax, confidences) runs
         over all sequences' logits together; only generator draws and position picks stay per sequence."""
         batched = [index for index, seq in enumerate(seqs) if seq.params.alg != "origin"]
+        if len(batched) == 1:
+            batched = []  # one sequence: the per-sequence path is the same math with fewer ops
         if len(batched) < len(seqs):
             batched_set = set(batched)
             for index, (seq, result) in enumerate(zip(seqs, results, strict=True)):
@@ -190,7 +192,7 @@ class ReferencePolicy(DecodingPolicy):
             else:
                 by_kind[kind] = torch.sum(dream_probs * torch.log(dream_probs + 1e-10), dim=-1)
         if len(by_kind) == 1:
-            return next(iter(by_kind.values())).clone()
+            return next(iter(by_kind.values()))  # a fresh tensor: callers may write into it
         confidence = torch.empty_like(next(iter(by_kind.values())))
         for i, kind in enumerate(kinds):
             confidence[bounds[i] : bounds[i + 1]] = by_kind[kind][bounds[i] : bounds[i + 1]]
@@ -229,7 +231,8 @@ class ReferencePolicy(DecodingPolicy):
             groups.setdefault((canvas_lens[i], seq.decoding_state.num_to_commit), []).append(i)
         for (canvas_len, num), members in groups.items():
             positions = torch.topk(scores[members, :canvas_len], num).indices
-            group_tokens = canvas_tokens[members].gather(1, positions)
+            group_tokens = canvas_tokens[members].gather(1, positions).cpu()  # one copy per group
+            positions = positions.cpu()
             for slot, i in enumerate(members):
                 seqs[i].commit(positions[slot], group_tokens[slot])
                 seqs[i].step_in_block += 1
