@@ -28,7 +28,7 @@ class EngineConfig:
     trust_remote_code: bool = False
     """Allow the checkpoint's own modelling code (transformers AutoModel fallback, unbatched)."""
     dtype: str = "auto"
-    """Weight and activation dtype: auto (follows the checkpoint's torch_dtype), float32, float16, bfloat16."""
+    """Weight and activation dtype: auto (the checkpoint's torch_dtype), float32, float16, bfloat16."""
     device: str = "auto"
     """Device: auto (cuda > mps > cpu), cuda, mps, cpu."""
     quantization: str | None = None
