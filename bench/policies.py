@@ -17,6 +17,9 @@ class Policy:
     name: str
     overrides: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    verifier: str | None = None
+    """APD verifier (a demo model name) the engine must load for this row; None = the model's default.
+    The HTTP runs serve one verifier per server, so rows naming another one are engine-only."""
 
 
 POLICIES: tuple[Policy, ...] = (
@@ -46,10 +49,16 @@ POLICIES: tuple[Policy, ...] = (
         "threshold with Fast-dLLM dual KV cache, block 8",
     ),
     Policy(
-        "apd-0.7", {"decoding": "apd", "apd_mixture_weight": 0.7}, "APD with the Qwen2 AR verifier, R=0.7"
+        "apd-0.7", {"decoding": "apd", "apd_mixture_weight": 0.7}, "APD with the small Qwen2 verifier, R=0.7"
     ),
     Policy("apd-0.5", {"decoding": "apd", "apd_mixture_weight": 0.5}, "APD, R=0.5 (trusts the AR more)"),
     Policy("apd-0.9", {"decoding": "apd", "apd_mixture_weight": 0.9}, "APD, R=0.9 (trusts the dLLM more)"),
+    Policy(
+        "apd-0.7-large-verifier",
+        {"decoding": "apd", "apd_mixture_weight": 0.7},
+        "APD R=0.7 with a verifier as large as the dLLM (qwen2-ar-demo)",
+        verifier="qwen2-ar-demo",
+    ),
 )
 
 

@@ -34,7 +34,7 @@ logger = logging.getLogger("bench.run")
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DIFFUSION_DEMO_MODELS = ("llada-demo", "dream-demo")
-VERIFIER_DEMO_MODEL = "qwen2-ar-demo"
+VERIFIER_DEMO_MODEL = "qwen2-ar-mini-demo"
 
 
 def resolve_model(name: str, draft_model: str | None) -> tuple[Path, Path | None]:
@@ -49,6 +49,13 @@ def resolve_model(name: str, draft_model: str | None) -> tuple[Path, Path | None
             verifier = demo_model_path(VERIFIER_DEMO_MODEL)
         return demo_model_path(name), verifier
     return Path(name), None
+
+
+def policy_verifier(policy: Policy) -> Path:
+    from vdiff.demo import DEMO_MODEL_NAMES, demo_model_path
+
+    assert policy.verifier is not None
+    return demo_model_path(policy.verifier) if policy.verifier in DEMO_MODEL_NAMES else Path(policy.verifier)
 
 
 def _policy_params(policy: Policy, max_tokens: int):
@@ -101,17 +108,22 @@ def bench_engine(
         )
 
     try:
-        engine = make_engine(verifier)
+        default_engine = make_engine(verifier)
     except VdiffValidationError as error:
         if verifier is None:
             raise
         skipped["--draft-model"] = str(error)  # e.g. a verifier with another tokenizer: no APD here
-        engine = make_engine(None)
+        default_engine = make_engine(None)
     probe = next(iter(instances.values()))[0]
     results: dict[str, Any] = {}
     for policy in policies:
         params = _policy_params(policy, max_tokens)
         try:
+            engine = default_engine
+            if policy.verifier is not None:
+                if verifier is None:
+                    raise VdiffValidationError(f"{model_dir.name} has no APD verifier", "--draft-model")
+                engine = make_engine(policy_verifier(policy))
             engine.process_request(chat_prompt_ids(engine, probe.prompt), params)
         except VdiffValidationError as error:
             skipped[policy.name] = str(error)
@@ -152,6 +164,9 @@ def bench_http(
     results: dict[str, Any] = {}
     with served_model(model_dir, model_name, extra_args, log_dir / f"serve-{model_name}.log") as base_url:
         for policy in policies:
+            if policy.verifier is not None:
+                skipped[policy.name] = "engine-only row: the server runs one verifier (--draft-model)"
+                continue
             body = dict(policy.overrides)
             error = probe_policy(base_url, model_name, body, max_tokens)
             if error is not None:
@@ -182,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 4, 16])
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument(
-        "--draft-model", help="APD verifier for the models (default: qwen2-ar-demo for dream-demo)"
+        "--draft-model", help="APD verifier for the models (default: qwen2-ar-mini-demo for dream-demo)"
     )
     parser.add_argument("--no-http", action="store_true", help="skip the HTTP server runs")
     parser.add_argument("--name", default=None, help="results file stem (default: quick or full)")

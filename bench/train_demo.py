@@ -4,7 +4,8 @@
     python -m bench.train_demo --smoke --out /tmp/demo               # a few steps, for CI
 
 Trains, one after the other: llada-demo (LLaDA layout, masked-diffusion SFT from scratch), qwen2-ar-demo
-(Qwen2 causal LM, next-token loss: the APD verifier) and dream-demo (Dream layout, the same SFT through
+(Qwen2 causal LM, next-token loss), qwen2-ar-mini-demo (a much smaller Qwen2 with tied embeddings: the APD
+verifier, the role Qwen2.5-0.5B plays for Dream-7B) and dream-demo (Dream layout, the same SFT through
 the logit shift, initialised from qwen2-ar-demo as Dream-7B was from Qwen2.5-7B; same tokenizer).
 The modules are vdiff's own (vdiff.models), so the checkpoints
 load through vdiff.models.loader exactly like LLaDA-8B / Dream-7B / Qwen2.5.
@@ -106,6 +107,19 @@ DEMO_SPECS = (
         minutes=4,
         objective="next_token",
         is_causal=True,
+    ),
+    DemoSpec(
+        "qwen2-ar-mini-demo",
+        QWEN_STYLE,
+        "qwen2",
+        ModelSize(d_model=64, n_layers=2, n_heads=2, n_kv_heads=1, mlp_hidden=192),
+        steps=10000,
+        batch_size=32,
+        learning_rate=3e-3,
+        minutes=12,
+        objective="next_token",
+        is_causal=True,
+        tie_word_embeddings=True,
     ),
     DemoSpec(
         "dream-demo",

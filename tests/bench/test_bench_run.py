@@ -20,6 +20,7 @@ def test_engine_benchmark_writes_results_ratios_and_plot(tmp_path: Path) -> None
             "--policies",
             "threshold-0.9",
             "apd-0.7",
+            "apd-0.7-large-verifier",
             "--examples",
             "1",
             "--concurrency",
@@ -37,6 +38,7 @@ def test_engine_benchmark_writes_results_ratios_and_plot(tmp_path: Path) -> None
     engine = results["models"]["llada-demo"]["engine"]
     assert set(engine) == {REFERENCE_POLICY, "threshold-0.9"}
     assert "apd-0.7" in results["skipped"]["llada-demo"]["engine"]  # no verifier for LLaDA: skipped, named
+    assert "no APD verifier" in results["skipped"]["llada-demo"]["engine"]["apd-0.7-large-verifier"]
     reference = engine[REFERENCE_POLICY]
     assert set(reference["accuracy_per_task"]) == set(TASKS)
     assert reference["vs_reference"]["speed"]["2"]["tokens_per_s"] == pytest.approx(1.0)

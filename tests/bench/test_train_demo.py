@@ -21,6 +21,7 @@ def test_smoke_training_writes_loadable_real_layout_checkpoints(tmp_path: Path) 
         "llada-demo": ("llada", "model.transformer.blocks.0.ff_proj.weight", False),
         "dream-demo": ("Dream", "model.layers.0.self_attn.q_proj.bias", True),
         "qwen2-ar-demo": ("qwen2", "model.layers.0.mlp.gate_proj.weight", True),
+        "qwen2-ar-mini-demo": ("qwen2", "model.layers.0.mlp.gate_proj.weight", True),
     }
     for name, (model_type, probe_tensor, shifted) in expected.items():
         path = tmp_path / name
@@ -52,3 +53,6 @@ def test_smoke_training_writes_loadable_real_layout_checkpoints(tmp_path: Path) 
     assert dream_config["mask_token_id"] != dream_config["pad_token_id"]
     dream_vocab = (tmp_path / "dream-demo" / "tokenizer.json").read_text()
     assert dream_vocab == (tmp_path / "qwen2-ar-demo" / "tokenizer.json").read_text()
+    assert dream_vocab == (tmp_path / "qwen2-ar-mini-demo" / "tokenizer.json").read_text()
+    mini_config = json.loads((tmp_path / "qwen2-ar-mini-demo" / "config.json").read_text())
+    assert mini_config["tie_word_embeddings"] is True

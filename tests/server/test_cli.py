@@ -17,7 +17,7 @@ VLLM_FLAGS = (
     "--host", "--port", "--served-model-name", "--api-key", "--max-model-len", "--dtype",
     "--trust-remote-code", "--max-num-seqs", "--seed", "--quantization", "-q", "--chat-template",
     "--generation-config", "--uvicorn-log-level", "--disable-log-stats", "--enable-log-requests",
-    "--root-path", "--config",
+    "--root-path", "--config", "--enforce-eager",
 )  # fmt: skip
 VDIFF_FLAGS = (
     "--max-waiting-requests", "--shutdown-grace-period", "--diffusion-steps", "--block-length", "--remasking",
@@ -179,3 +179,21 @@ def test_console_script_exits_2_without_traceback(tmp_path: Path) -> None:
         [str(vdiff), "serve", "--port", "abc"], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 2 and "--port" in result.stderr
+
+
+def test_configuration_doc_lists_every_flag_with_its_env_and_default() -> None:
+    """docs/configuration.md's table is the written form of --help: a new flag or a changed default
+    must land in the docs too."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    rows = {
+        line.split("|")[1]: line
+        for line in doc.splitlines()
+        if line.startswith("| `") and line.split("|")[2].strip().startswith("`VDIFF_")
+    }
+    for flag in all_flags():
+        row = next((line for cell, line in rows.items() if f"`{flag.long_name}`" in cell), None)
+        assert row is not None, f"{flag.long_name} is missing from docs/configuration.md"
+        cells = [cell.strip() for cell in row.split("|")]
+        assert cells[2] == f"`{flag.env_name}`", row
+        expected_default = "—" if flag.default in (None, []) else f"`{flag.default}`"
+        assert cells[3] == expected_default, row

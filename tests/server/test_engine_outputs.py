@@ -20,7 +20,11 @@ PROMPT = "then the other one sat in the hat"
 
 @pytest.fixture(scope="module")
 def engine(llada_checkpoint) -> LLMEngine:
-    return LLMEngine(EngineConfig(model=str(llada_checkpoint), max_num_seqs=2, max_waiting_requests=1))
+    return LLMEngine(
+        EngineConfig(
+            model=str(llada_checkpoint), max_num_seqs=2, max_waiting_requests=1, decoding="reference"
+        )
+    )
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +92,7 @@ def test_stop_string_truncates_text(engine: LLMEngine) -> None:
 
 
 def test_eos_at_the_frontier_stops_denoising(eos_loving_checkpoint: Path) -> None:
-    engine = LLMEngine(EngineConfig(model=str(eos_loving_checkpoint)))
+    engine = LLMEngine(EngineConfig(model=str(eos_loving_checkpoint), decoding="reference"))
     params = SamplingParams(max_tokens=32, block_length=8)  # full schedule: 32 steps
     [out] = stream(engine, params)
     assert out.outputs[0].token_ids == [] and out.outputs[0].text == ""

@@ -21,12 +21,12 @@ PROMPTS = [
 
 @pytest.fixture(scope="module")
 def llada_engine(llada_checkpoint) -> LLMEngine:
-    return LLMEngine(EngineConfig(model=str(llada_checkpoint), max_num_seqs=8))
+    return LLMEngine(EngineConfig(model=str(llada_checkpoint), max_num_seqs=8, decoding="reference"))
 
 
 @pytest.fixture(scope="module")
 def dream_engine(dream_checkpoint) -> LLMEngine:
-    return LLMEngine(EngineConfig(model=str(dream_checkpoint), max_num_seqs=8))
+    return LLMEngine(EngineConfig(model=str(dream_checkpoint), max_num_seqs=8, decoding="reference"))
 
 
 def run_all(engine: LLMEngine, requests: list[tuple[list[int], SamplingParams]]) -> list[RequestOutput]:

@@ -110,11 +110,11 @@ def test_cached_decoding_refreshes_once_per_block_and_queries_less(
 ) -> None:
     params = _params(decoding="threshold", threshold=1.0, kv_cache=mode, max_tokens=8)
     spy = _ShapeSpy(llada_engine.runner.model)
-    llada_engine.runner.model = spy
+    llada_engine.runner.forward = spy
     try:
         result = run(llada_engine, [(PROMPTS[0], params)])[0]
     finally:
-        llada_engine.runner.model = spy.model
+        llada_engine.runner.forward = spy.model
     canvas = len(PROMPTS[0]) + 8
     assert len(result.token_ids) == 8
     assert result.num_forwards == 8  # one per token at τ = 1: the refresh forward also decodes

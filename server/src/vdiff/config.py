@@ -33,6 +33,8 @@ class EngineConfig:
     """Device: auto (cuda > mps > cpu), cuda, mps, cpu."""
     quantization: str | None = None
     """bitsandbytes (4-bit), bitsandbytes-4bit or bitsandbytes-8bit weight quantization (CUDA only)."""
+    enforce_eager: bool = False
+    """Never torch.compile the model forward (by default it is compiled on CUDA, eager elsewhere)."""
     seed: int = 0
     """Seed of the per-request generators when a request sets no seed."""
     max_model_len: int | None = None
@@ -55,8 +57,9 @@ class EngineConfig:
     dream_alg: str | None = None
     """Dream default unmasking algorithm: origin, maskgit_plus, topk_margin or entropy."""
     # Fast decoding defaults.
-    decoding: str = "reference"
-    """Default unmasking policy: reference, threshold (Fast-dLLM parallel) or apd (needs --draft-model)."""
+    decoding: str = "threshold"
+    """Default unmasking policy: threshold (Fast-dLLM parallel), reference (the family's published
+    decoder, one step per --diffusion-steps) or apd (needs --draft-model)."""
     threshold: float = 0.9
     """Confidence threshold of the threshold policy, in (0, 1]."""
     factor: float | None = None

@@ -61,7 +61,12 @@ class LLMEngine:
         )
         self.generation_config: dict[str, Any] = dict(self.loaded.generation_config)
 
-        self.runner = ModelRunner(self.loaded.model, self.loaded.device, self.tokenizer_info.pad_token_id)
+        self.runner = ModelRunner(
+            self.loaded.model,
+            self.loaded.device,
+            self.tokenizer_info.pad_token_id,
+            enforce_eager=config.enforce_eager,
+        )
         self.policy_context = PolicyContext(
             mask_token_id=self.mask_token_id,
             logit_shift=bool(getattr(self.loaded.model, "logit_shift", False)),

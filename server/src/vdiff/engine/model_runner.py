@@ -11,17 +11,26 @@ from __future__ import annotations
 
 import torch
 
+from vdiff.engine.compilation import compile_forward
 from vdiff.engine.decoding.base import ForwardRequest, ForwardResult
 from vdiff.engine.kv_cache import pad_past
 from vdiff.models.base import DiffusionModel
 
 
 class ModelRunner:
-    def __init__(self, model: DiffusionModel, device: torch.device, pad_token_id: int = 0) -> None:
+    def __init__(
+        self,
+        model: DiffusionModel,
+        device: torch.device,
+        pad_token_id: int = 0,
+        enforce_eager: bool = True,
+    ) -> None:
         self.model = model
         self.device = device
         self.pad_token_id = pad_token_id
         self.num_forwards = 0
+        # the trust_remote_code wrapper (unbatched) runs foreign code: never compiled
+        self.forward = compile_forward(model, device, enforce_eager or not self.supports_batching)
 
     @property
     def supports_batching(self) -> bool:
@@ -70,7 +79,7 @@ class ModelRunner:
         if past_mask is not None:
             key_mask[:, :num_cached] = past_mask
 
-        output = self.model(
+        output = self.forward(
             input_ids.to(self.device),
             position_ids.to(self.device),
             attention_mask=key_mask,

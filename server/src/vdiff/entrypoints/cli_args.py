@@ -33,7 +33,7 @@ FLAG_GROUPS = {
     "Model": ("model", "tokenizer", "revision", "trust_remote_code", "served_model_names", "chat_template",
               "generation_config"),
     "Capacity": ("dtype", "device", "quantization", "max_model_len", "max_num_seqs", "max_waiting_requests",
-                 "seed"),
+                 "seed", "enforce_eager"),
     "Diffusion decoding defaults": ("diffusion_steps", "block_length", "remasking", "dream_alg"),
     "Fast decoding": ("decoding", "threshold", "factor", "kv_cache", "draft_model", "apd_mixture_weight",
                       "apd_kv_window", "apd_max_lookahead"),
