@@ -144,7 +144,7 @@ catalog-push: ## Push the catalog image $(CATALOG_IMG)
 ##@ Benchmark
 
 .PHONY: train-demo
-train-demo: venv ## Retrain the shipped demo models on CPU (~45 min) and record their accuracy
+train-demo: venv ## Retrain the shipped demo models on CPU (~50 min) and record their accuracy
 	$(PY) -m bench.train_demo --out server/src/vdiff/demo_models $(TRAIN_ARGS)
 	$(PY) -m bench.evaluate_demo
 

@@ -17,6 +17,8 @@ class Policy:
     name: str
     overrides: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    curve: str = ""
+    """Rows sharing a curve name are one sweep of a knob (threshold τ, APD R): the plot joins them."""
     verifier: str | None = None
     """APD verifier (a demo model name) the engine must load for this row; None = the model's default.
     The HTTP runs serve one verifier per server, so rows naming another one are engine-only."""
@@ -29,9 +31,21 @@ POLICIES: tuple[Policy, ...] = (
         {"decoding": "reference", "steps": 4},
         "reference rule with 4x fewer steps: 4 tokens per step from independent marginals",
     ),
-    Policy("threshold-0.9", {"decoding": "threshold", "threshold": 0.9}, "Fast-dLLM confidence threshold"),
-    Policy("threshold-0.7", {"decoding": "threshold", "threshold": 0.7}, "looser threshold"),
-    Policy("threshold-0.5", {"decoding": "threshold", "threshold": 0.5}, "loosest threshold of the sweep"),
+    Policy(
+        "threshold-0.9",
+        {"decoding": "threshold", "threshold": 0.9},
+        "Fast-dLLM confidence threshold",
+        curve="threshold",
+    ),
+    Policy(
+        "threshold-0.7", {"decoding": "threshold", "threshold": 0.7}, "looser threshold", curve="threshold"
+    ),
+    Policy(
+        "threshold-0.5",
+        {"decoding": "threshold", "threshold": 0.5},
+        "loosest threshold of the sweep",
+        curve="threshold",
+    ),
     Policy(
         "threshold-0.9-no-cache-b8",
         {"decoding": "threshold", "threshold": 0.9, "block_length": 8},
@@ -49,10 +63,23 @@ POLICIES: tuple[Policy, ...] = (
         "threshold with Fast-dLLM dual KV cache, block 8",
     ),
     Policy(
-        "apd-0.7", {"decoding": "apd", "apd_mixture_weight": 0.7}, "APD with the small Qwen2 verifier, R=0.7"
+        "apd-0.7",
+        {"decoding": "apd", "apd_mixture_weight": 0.7},
+        "APD with the small Qwen2 verifier, R=0.7",
+        curve="apd",
     ),
-    Policy("apd-0.5", {"decoding": "apd", "apd_mixture_weight": 0.5}, "APD, R=0.5 (trusts the AR more)"),
-    Policy("apd-0.9", {"decoding": "apd", "apd_mixture_weight": 0.9}, "APD, R=0.9 (trusts the dLLM more)"),
+    Policy(
+        "apd-0.5",
+        {"decoding": "apd", "apd_mixture_weight": 0.5},
+        "APD, R=0.5 (trusts the AR more)",
+        curve="apd",
+    ),
+    Policy(
+        "apd-0.9",
+        {"decoding": "apd", "apd_mixture_weight": 0.9},
+        "APD, R=0.9 (trusts the dLLM more)",
+        curve="apd",
+    ),
     Policy(
         "apd-0.7-large-verifier",
         {"decoding": "apd", "apd_mixture_weight": 0.7},
@@ -60,6 +87,15 @@ POLICIES: tuple[Policy, ...] = (
         verifier="qwen2-ar-demo",
     ),
 )
+
+
+def curves(policies: list[Policy]) -> dict[str, list[str]]:
+    """Curve name -> the names of its rows, for the plot."""
+    grouped: dict[str, list[str]] = {}
+    for policy in policies:
+        if policy.curve:
+            grouped.setdefault(policy.curve, []).append(policy.name)
+    return grouped
 
 
 def select_policies(names: list[str] | None) -> list[Policy]:

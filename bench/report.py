@@ -85,7 +85,9 @@ def add_ratios(policies: dict[str, dict[str, Any]]) -> None:
 
 
 def plot_accuracy_vs_speed(results: dict[str, Any], path: Path, concurrency: str) -> None:
-    """One panel per model (and transport): each policy a point at (tokens/s, accuracy)."""
+    """Top row, one panel per model and transport: every policy a point at (tokens/s, accuracy).
+    Bottom row, one panel per model (engine): multi-answer accuracy vs tokens/s with each sweep of
+    settings["curves"] (threshold τ, APD R) drawn as a line, so the two trade-offs can be compared."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -99,39 +101,94 @@ def plot_accuracy_vs_speed(results: dict[str, Any], path: Path, concurrency: str
     ]
     if not panels:
         return
-    figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
-    for axis, (title, policies) in zip(axes[0], panels, strict=True):
-        for index, (name, result) in enumerate(policies.items()):
-            cell = result["overall"].get(concurrency)
-            if not cell:
-                continue
-            for group, marker in (("single_answer", "o"), ("multi_answer", "^")):
-                accuracy = result["accuracy"].get(group)
-                if accuracy is None:
-                    continue
-                axis.scatter(cell["tokens_per_s"], accuracy, marker=marker, color=f"C{index % 10}")
-                axis.annotate(
-                    name if group == "single_answer" else "",
-                    (cell["tokens_per_s"], accuracy),
-                    fontsize=7,
-                    xytext=(3, 3),
-                    textcoords="offset points",
-                )
-        axis.set_title(f"{title}, concurrency {concurrency}")
-        axis.set_xlabel("generated tokens/s")
-        axis.set_ylabel("accuracy (o single-answer, ^ multi-answer)")
-        axis.set_ylim(-0.05, 1.05)
-        axis.grid(alpha=0.3)
+    curves = results.get("settings", {}).get("curves", {})
+    curve_panels = [
+        (model, transports["engine"])
+        for model, transports in results["models"].items()
+        if transports.get("engine")
+    ]
+    rows = 2 if curves and curve_panels else 1
+    columns = max(len(panels), len(curve_panels) if rows == 2 else 0)
+    figure, axes = plt.subplots(rows, columns, figsize=(6 * columns, 4.5 * rows), squeeze=False)
+    for axis, (title, policies) in zip(axes[0], panels, strict=False):
+        _scatter_panel(axis, title, policies, concurrency)
+    if rows == 2:
+        for axis, (model, policies) in zip(axes[1], curve_panels, strict=False):
+            _curve_panel(axis, model, policies, curves, concurrency)
+    for axis in axes.flat:
+        if not axis.has_data():
+            axis.set_visible(False)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
 
 
+def _scatter_panel(axis: Any, title: str, policies: dict[str, Any], concurrency: str) -> None:
+    for index, (name, result) in enumerate(policies.items()):
+        cell = result["overall"].get(concurrency)
+        if not cell:
+            continue
+        for group, marker in (("single_answer", "o"), ("multi_answer", "^")):
+            accuracy = result["accuracy"].get(group)
+            if accuracy is None:
+                continue
+            axis.scatter(cell["tokens_per_s"], accuracy, marker=marker, color=f"C{index % 10}")
+            axis.annotate(
+                name if group == "single_answer" else "",
+                (cell["tokens_per_s"], accuracy),
+                fontsize=7,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
+    axis.set_title(f"{title}, concurrency {concurrency}")
+    axis.set_xlabel("generated tokens/s")
+    axis.set_ylabel("accuracy (o single-answer, ^ multi-answer)")
+    axis.set_ylim(-0.05, 1.05)
+    axis.grid(alpha=0.3)
+
+
+def _curve_panel(
+    axis: Any, model: str, policies: dict[str, Any], curves: dict[str, list[str]], concurrency: str
+) -> None:
+    for index, (curve, names) in enumerate(curves.items()):
+        points = sorted(
+            (
+                policies[name]["overall"][concurrency]["tokens_per_s"],
+                policies[name]["accuracy"]["multi_answer"],
+                name,
+            )
+            for name in names
+            if name in policies and policies[name]["overall"].get(concurrency)
+        )
+        if not points:
+            continue
+        speeds, accuracies, _ = zip(*points, strict=True)
+        axis.plot(speeds, accuracies, marker="o", color=f"C{index}", label=curve)
+        for speed, accuracy, label in points:
+            axis.annotate(label, (speed, accuracy), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    reference = policies.get(REFERENCE_POLICY, {}).get("overall", {}).get(concurrency)
+    if reference:
+        axis.scatter(
+            reference["tokens_per_s"],
+            policies[REFERENCE_POLICY]["accuracy"]["multi_answer"],
+            marker="s",
+            color="black",
+            label=REFERENCE_POLICY,
+        )
+    axis.set_title(f"{model} (engine): multi-answer tasks, concurrency {concurrency}")
+    axis.set_xlabel("generated tokens/s")
+    axis.set_ylabel("multi-answer accuracy")
+    axis.set_ylim(-0.05, 1.05)
+    axis.grid(alpha=0.3)
+    if axis.has_data():
+        axis.legend(fontsize=8)
+
+
 def markdown_table(results: dict[str, Any], concurrency: str) -> str:
     lines = [
         f"| model | transport | policy | single-answer acc | multi-answer acc | tok/s (c={concurrency}) "
-        "| × ref tok/s | forwards/token | p50 / p95 latency (s) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| × ref tok/s | tok/s c={concurrency} ÷ c=1 | forwards/token | p50 / p95 latency (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for model, transports in results["models"].items():
         for transport, policies in transports.items():
@@ -145,11 +202,41 @@ def markdown_table(results: dict[str, Any], concurrency: str) -> str:
                 lines.append(
                     f"| {model} | {transport} | {name} | {_fmt(result['accuracy']['single_answer'])} "
                     f"| {_fmt(result['accuracy']['multi_answer'])} | {cell['tokens_per_s']:.1f} "
-                    f"| {_fmt(ratio, '{:.2f}×')} | {_fmt(fpt, '{:.2f}')} "
+                    f"| {_fmt(ratio, '{:.2f}×')} | {_fmt(_scaling(result, concurrency), '{:.2f}×')} "
+                    f"| {_fmt(fpt, '{:.2f}')} "
                     f"| {cell['latency_p50_s']:.3f} / {cell['latency_p95_s']:.3f} |"
                 )
     return "\n".join(lines)
 
 
+def _scaling(result: dict[str, Any], concurrency: str) -> float | None:
+    """Aggregate tokens/s at this concurrency over tokens/s one request at a time."""
+    single = result["overall"].get("1")
+    cell = result["overall"].get(concurrency)
+    if not single or not cell or not single["tokens_per_s"]:
+        return None
+    return cell["tokens_per_s"] / single["tokens_per_s"]
+
+
 def _fmt(value: float | None, pattern: str = "{:.2f}") -> str:
     return "–" if value is None else pattern.format(value)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Re-draw the plot and the table of a results JSON (python -m bench.report bench/results/full.json)."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("results", type=Path)
+    args = parser.parse_args(argv)
+    results = json.loads(args.results.read_text())
+    top = str(max(results["settings"]["concurrency"]))
+    plot_accuracy_vs_speed(results, args.results.with_suffix(".png"), top)
+    table = markdown_table(results, top)
+    args.results.with_suffix(".md").write_text(table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

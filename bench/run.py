@@ -26,7 +26,7 @@ if __package__ in (None, ""):  # `python bench/run.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.engine_driver import RunRecord, chat_prompt_ids, run_closed_loop
-from bench.policies import Policy, select_policies
+from bench.policies import Policy, curves, select_policies
 from bench.report import accuracy_groups, add_ratios, markdown_table, plot_accuracy_vs_speed, summarize_runs
 from bench.tasks import TASKS, TaskInstance, eval_set
 
@@ -202,7 +202,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-http", action="store_true", help="skip the HTTP server runs")
     parser.add_argument("--name", default=None, help="results file stem (default: quick or full)")
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
-    parser.add_argument("--threads", type=int, default=int(os.environ.get("BENCH_THREADS", "1")))
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=int(os.environ.get("BENCH_THREADS", "2")),
+        help="torch threads of the engine runs (the published results: 2, the machine's cores)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -229,6 +234,7 @@ def main(argv: list[str] | None = None) -> None:
             "max_tokens": args.max_tokens,
             "temperature": 0.0,
             "policies": {policy.name: policy.overrides for policy in policies},
+            "curves": curves(policies),
         },
         "models": {},
         "skipped": {},

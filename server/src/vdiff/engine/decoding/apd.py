@@ -39,7 +39,8 @@ def filter_logits(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor
     drop = (rank >= k).expand_as(logits).clone()
     probs = sorted_logits.masked_fill(drop, float("-inf")).softmax(dim=-1)
     mass_before = probs.cumsum(dim=-1) - probs
-    drop |= mass_before >= top_p.to(probs).view(-1, 1, 1)
+    top_p = top_p.to(probs).view(-1, 1, 1)
+    drop |= (mass_before >= top_p) & (top_p < 1)  # top_p = 1 is off, even where the cumsum rounds to 1
     drop[..., 0] = False
     removed = torch.zeros_like(drop).scatter(-1, order, drop)
     return logits.masked_fill(removed, float("-inf"))
@@ -60,7 +61,10 @@ def coupled_sample(
     is_sampled = temperature > 0
     scaled = log_probs / torch.where(is_sampled, temperature, torch.ones_like(temperature))
     if top_k is not None and top_p is not None:
-        scaled = filter_logits(scaled, top_k, top_p)
+        # greedy rows keep their argmax under any filter, so only sampled rows with a filter pay the sort
+        filtered = is_sampled.view(-1) & ((top_k.view(-1) > 0) | (top_p.view(-1) < 1))
+        if bool(filtered.any()):
+            scaled = filter_logits(scaled, top_k, top_p)
     if gumbel is not None:
         scaled = torch.where(is_sampled, scaled + gumbel, scaled)
     return scaled.argmax(dim=-1)
