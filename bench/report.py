@@ -166,6 +166,20 @@ def _curve_panel(
         axis.plot(speeds, accuracies, marker="o", color=f"C{index}", label=curve)
         for speed, accuracy, label in points:
             axis.annotate(label, (speed, accuracy), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    on_curves = {name for names in curves.values() for name in names} | {REFERENCE_POLICY}
+    for name, result in policies.items():
+        cell = result["overall"].get(concurrency)
+        if name in on_curves or not cell:
+            continue
+        axis.scatter(cell["tokens_per_s"], result["accuracy"]["multi_answer"], marker="x", color="grey")
+        axis.annotate(
+            name,
+            (cell["tokens_per_s"], result["accuracy"]["multi_answer"]),
+            fontsize=6,
+            color="grey",
+            xytext=(3, -8),
+            textcoords="offset points",
+        )
     reference = policies.get(REFERENCE_POLICY, {}).get("overall", {}).get(concurrency)
     if reference:
         axis.scatter(

@@ -98,10 +98,10 @@ class _ShapeSpy:
     def __getattr__(self, name: str):
         return getattr(self.model, name)
 
-    def __call__(self, input_ids, position_ids, attention_mask=None, past_key_values=None, use_cache=False):
+    def __call__(self, input_ids, position_ids, attention_mask=None, past_key_values=None, **kwargs):
         cached = 0 if past_key_values is None else past_key_values[0][0].shape[2]
         self.calls.append((input_ids.shape[1], cached))
-        return self.model(input_ids, position_ids, attention_mask, past_key_values, use_cache)
+        return self.model(input_ids, position_ids, attention_mask, past_key_values, **kwargs)
 
 
 @pytest.mark.parametrize(("mode", "cached_query_len"), [("prefix", {8, 7, 6, 5, 4, 3, 2, 1}), ("dual", {4})])

@@ -188,6 +188,20 @@ def test_padded_batch_matches_each_row_alone(fixture: str, request: pytest.Fixtu
         torch.testing.assert_close(batched[row : row + 1, -length:], alone, atol=ATOL, rtol=0)
 
 
+@pytest.mark.parametrize("fixture", ["llada_checkpoint", "dream_checkpoint", "qwen2_ar_checkpoint"])
+@torch.inference_mode()
+def test_logits_indices_project_only_the_requested_positions(
+    fixture: str, request: pytest.FixtureRequest
+) -> None:
+    model = native(request.getfixturevalue(fixture))
+    ids, positions = random_batch(200, batch=3, length=9, seed=5)
+    full = model(ids, positions).logits
+    wanted = torch.tensor([0, 4, 8, 9, 17, 26, 20])  # flat indices into 3 rows x 9 positions, any order
+    selected = model(ids, positions, logits_indices=wanted).logits
+    assert selected.shape == (len(wanted), full.shape[-1])
+    torch.testing.assert_close(selected, full.reshape(-1, full.shape[-1])[wanted], atol=ATOL, rtol=0)
+
+
 @pytest.mark.parametrize("fixture", ["llada_checkpoint", "dream_checkpoint"])
 @torch.inference_mode()
 def test_bidirectional_cache_prefix_and_dual(fixture: str, request: pytest.FixtureRequest) -> None:

@@ -17,7 +17,7 @@ import torch
 
 from vdiff.engine.model_runner import ModelRunner
 from vdiff.errors import VdiffValidationError
-from vdiff.models.base import DiffusionModel, KVCache, ModelOutput
+from vdiff.models.base import DiffusionModel, KVCache, ModelOutput, select_positions
 
 if TYPE_CHECKING:
     from vdiff.config import EngineConfig
@@ -62,6 +62,7 @@ class TransformersCausalLM(DiffusionModel):
         attention_mask: torch.Tensor | None = None,
         past_key_values: KVCache | None = None,
         use_cache: bool = False,
+        logits_indices: torch.Tensor | None = None,
     ) -> ModelOutput:
         if past_key_values is not None:
             raise ValueError("TransformersCausalLM runs without a KV cache")
@@ -69,7 +70,7 @@ class TransformersCausalLM(DiffusionModel):
         output = self.model(
             input_ids=input_ids, attention_mask=mask, position_ids=position_ids, use_cache=False
         )
-        return ModelOutput(logits=output.logits)
+        return ModelOutput(logits=select_positions(output.logits, logits_indices))
 
 
 def load_draft_model(config: EngineConfig, target_tokenizer: TokenizerInfo) -> DraftModel:

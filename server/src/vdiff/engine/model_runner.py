@@ -3,8 +3,8 @@
 Each sequence (ForwardRequest) contributes 1+ rows of queries and optionally its own cached keys. Rows
 are right-padded to the longest query window; cached keys are right-padded to the longest cache and
 placed before the queries (the model contract). Padded keys are masked out, so a row's result does not
-depend on what else is in the batch. Logits are gathered at the requested indices before the float32
-cast, so only the positions a policy decides on are ever materialised in float32.
+depend on what else is in the batch. The model projects only the positions a policy decides on to the
+vocabulary (logits_indices), and only those are cast to float32.
 """
 
 from __future__ import annotations
@@ -79,15 +79,17 @@ class ModelRunner:
         if past_mask is not None:
             key_mask[:, :num_cached] = past_mask
 
+        logits_indices = self._logits_indices(requests, num_queries)
         output = self.forward(
             input_ids.to(self.device),
             position_ids.to(self.device),
             attention_mask=key_mask,
             past_key_values=past_key_values,
             use_cache=any(request.use_cache for request in requests),
+            logits_indices=logits_indices.to(self.device),
         )
         self.num_forwards += 1
-        logits = self._gather_logits(output.logits, requests)
+        logits = self._split_logits(output.logits, requests)
 
         results = []
         row = 0
@@ -103,22 +105,24 @@ class ModelRunner:
             row += request.num_rows
         return results
 
-    def _gather_logits(self, logits: torch.Tensor, requests: list[ForwardRequest]) -> list[torch.Tensor]:
-        """One gather (and one float32 cast) for every request's logit indices; per request a view
-        [rows, K, vocab]."""
-        num_rows, num_queries, vocab = logits.shape
+    @staticmethod
+    def _logits_indices(requests: list[ForwardRequest], num_queries: int) -> torch.Tensor:
+        """Flat indices into the batch's rows x num_queries positions of every requested logit."""
         flat_indices = []
         row = 0
         for request in requests:
             for _ in range(request.num_rows):
                 flat_indices.append(request.logit_indices + row * num_queries)
                 row += 1
-        flat = torch.cat(flat_indices) if len(flat_indices) > 1 else flat_indices[0]
-        gathered = (
-            logits.reshape(num_rows * num_queries, vocab).index_select(0, flat.to(logits.device)).float()
-        )
+        return torch.cat(flat_indices) if len(flat_indices) > 1 else flat_indices[0]
+
+    @staticmethod
+    def _split_logits(logits: torch.Tensor, requests: list[ForwardRequest]) -> list[torch.Tensor]:
+        """The model's [N, vocab] logits at the requested positions, cast to float32 once; per request a
+        view [rows, K, vocab]."""
+        vocab = logits.shape[-1]
         sizes = [request.num_rows * request.logit_indices.shape[0] for request in requests]
         return [
             chunk.view(request.num_rows, request.logit_indices.shape[0], vocab)
-            for request, chunk in zip(requests, gathered.split(sizes), strict=True)
+            for request, chunk in zip(requests, logits.float().split(sizes), strict=True)
         ]

@@ -15,7 +15,8 @@ KVCache = list[tuple[torch.Tensor, torch.Tensor]]
 @dataclass(slots=True)
 class ModelOutput:
     logits: torch.Tensor
-    """[batch, num_queries, vocab]: raw per-position logits (hidden state i -> logits i, no shift applied)."""
+    """[batch, num_queries, vocab]: raw per-position logits (hidden state i -> logits i, no shift applied);
+    [len(logits_indices), vocab] when the forward was given logits_indices."""
     past_key_values: KVCache | None = None
     """Keys/values of the *query* positions of this call (only when use_cache=True)."""
 
@@ -24,8 +25,11 @@ class DiffusionModel(nn.Module):
     """A masked-diffusion LM (or, with is_causal, an AR verifier) over explicit positions.
 
     forward(input_ids [B,L], position_ids [B,L], attention_mask [B, P+L] bool (True = key may be
-    attended; P = cached keys), past_key_values (P cached keys per layer), use_cache) -> ModelOutput.
-    Attention is bidirectional over every unmasked key (cached and current) unless is_causal.
+    attended; P = cached keys), past_key_values (P cached keys per layer), use_cache, logits_indices)
+    -> ModelOutput. Attention is bidirectional over every unmasked key (cached and current) unless
+    is_causal. logits_indices (flat indices into the B*L query positions) projects only those hidden
+    states to the vocabulary: a step needs logits at a block's masks, not at the whole canvas (for
+    LLaDA-8B's 126k vocabulary the full [B, L, V] tensor is gigabytes).
     """
 
     family: str = ""
@@ -48,8 +52,16 @@ class DiffusionModel(nn.Module):
         attention_mask: torch.Tensor | None = None,
         past_key_values: KVCache | None = None,
         use_cache: bool = False,
+        logits_indices: torch.Tensor | None = None,
     ) -> ModelOutput:
         raise NotImplementedError
+
+
+def select_positions(states: torch.Tensor, logits_indices: torch.Tensor | None) -> torch.Tensor:
+    """[B, L, ...] -> [N, ...] at flat indices into the B*L positions (unchanged when None)."""
+    if logits_indices is None:
+        return states
+    return states.reshape(-1, *states.shape[2:]).index_select(0, logits_indices)
 
 
 def shift_logits(logits: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vdiff.models.base import DiffusionModel, KVCache, ModelOutput
+from vdiff.models.base import DiffusionModel, KVCache, ModelOutput, select_positions
 from vdiff.models.layers import DecoderLayer, DecoderParts, RMSNorm, run_decoder_layers
 
 
@@ -133,6 +133,7 @@ class DreamModel(DiffusionModel):
         attention_mask: torch.Tensor | None = None,
         past_key_values: KVCache | None = None,
         use_cache: bool = False,
+        logits_indices: torch.Tensor | None = None,
     ) -> ModelOutput:
         x, new_cache = run_decoder_layers(
             self.model.layers,
@@ -145,7 +146,8 @@ class DreamModel(DiffusionModel):
             use_cache=use_cache,
             is_causal=self.is_causal,
         )
-        return ModelOutput(logits=self.project_logits(self.model.norm(x)), past_key_values=new_cache)
+        hidden = select_positions(self.model.norm(x), logits_indices)
+        return ModelOutput(logits=self.project_logits(hidden), past_key_values=new_cache)
 
 
 class Qwen2CausalLM(DreamModel):

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vdiff.models.base import DiffusionModel, KVCache, ModelOutput
+from vdiff.models.base import DiffusionModel, KVCache, ModelOutput, select_positions
 from vdiff.models.layers import DecoderLayer, DecoderParts, RMSNorm, run_decoder_layers
 
 
@@ -127,6 +127,7 @@ class LLaDAModel(DiffusionModel):
         attention_mask: torch.Tensor | None = None,
         past_key_values: KVCache | None = None,
         use_cache: bool = False,
+        logits_indices: torch.Tensor | None = None,
     ) -> ModelOutput:
         transformer = self.model.transformer
         x, new_cache = run_decoder_layers(
@@ -140,4 +141,5 @@ class LLaDAModel(DiffusionModel):
             use_cache=use_cache,
             is_causal=self.is_causal,
         )
-        return ModelOutput(logits=self.lm_head(transformer.ln_f(x)), past_key_values=new_cache)
+        hidden = select_positions(transformer.ln_f(x), logits_indices)
+        return ModelOutput(logits=self.lm_head(hidden), past_key_values=new_cache)

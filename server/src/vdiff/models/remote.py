@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vdiff.models.base import DiffusionModel, KVCache, ModelOutput
+from vdiff.models.base import DiffusionModel, KVCache, ModelOutput, select_positions
 
 
 class RemoteDiffusionModel(DiffusionModel):
@@ -44,6 +44,7 @@ class RemoteDiffusionModel(DiffusionModel):
         attention_mask: torch.Tensor | None = None,
         past_key_values: KVCache | None = None,
         use_cache: bool = False,
+        logits_indices: torch.Tensor | None = None,
     ) -> ModelOutput:
         if past_key_values or use_cache:
             raise NotImplementedError("models loaded with trust_remote_code do not support the KV cache")
@@ -53,7 +54,7 @@ class RemoteDiffusionModel(DiffusionModel):
             full = logits.new_zeros(row_ids.shape[0], logits.shape[-1])
             full[row_mask] = logits
             rows.append(full)
-        return ModelOutput(logits=torch.stack(rows))
+        return ModelOutput(logits=select_positions(torch.stack(rows), logits_indices))
 
     @staticmethod
     def _row_masks(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
