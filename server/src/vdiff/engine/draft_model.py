@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from vdiff.engine.model_runner import ModelRunner
 from vdiff.errors import VdiffValidationError
 from vdiff.models.base import DiffusionModel, KVCache, ModelOutput, select_positions
 
 if TYPE_CHECKING:
     from vdiff.config import EngineConfig
+    from vdiff.engine.model_runner import ModelRunner
     from vdiff.tokenizer import TokenizerInfo
 
 logger = logging.getLogger(__name__)
@@ -106,6 +106,8 @@ def load_draft_model(config: EngineConfig, target_tokenizer: TokenizerInfo) -> D
     logger.info(
         "APD verifier %s loaded (%s, kv cache: %s)", config.draft_model, type(model).__name__, supports_cache
     )
+    from vdiff.engine.model_runner import ModelRunner  # model_runner -> decoding -> apd -> here
+
     return DraftModel(ModelRunner(model, device, pad_id), vocab_size, supports_cache, config.draft_model)
 
 
