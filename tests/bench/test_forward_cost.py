@@ -1,4 +1,4 @@
-"""The forward-cost benchmark runs the engine's cached and uncached steps at given shapes (no timing checks)."""
+"""The forward-cost benchmark runs the engine's cached and uncached steps at given shapes (no timings)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from bench import forward_cost
 
 def test_forward_cost_queries_what_each_cache_mode_recomputes(tmp_path: Path) -> None:
     forward_cost.main(
-        ["--models", "llada-demo", "dream-demo", "--prompt", "8", "--generate", "16", "--block", "4"]
-        + ["--rows", "1", "2", "--repeats", "1", "--name", "f", "--out-dir", str(tmp_path)]
+        [
+            *("--models", "llada-demo", "dream-demo", "--prompt", "8", "--generate", "16", "--block", "4"),
+            *("--rows", "1", "2", "--repeats", "1", "--name", "f", "--out-dir", str(tmp_path)),
+        ]
     )
     results = json.loads((tmp_path / "f.json").read_text())
     for model, shifted in (("llada-demo", 0), ("dream-demo", 1)):
