@@ -25,10 +25,18 @@ if __package__ in (None, ""):
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 MODES = ("none", "prefix", "dual")
+VICINITY_MODE = "dual-vicinity"
 
 
 def step_requests(
-    runner: Any, mode: str, prompt: int, generate: int, block: int, rows: int, logit_shift: bool
+    runner: Any,
+    mode: str,
+    prompt: int,
+    generate: int,
+    block: int,
+    rows: int,
+    logit_shift: bool,
+    vicinity: int = 0,
 ):
     """The ForwardRequests of one step inside the first answer block, for `rows` sequences."""
     import torch
@@ -44,7 +52,7 @@ def step_requests(
     if mode == "none":
         return [full] * rows
     refresh = runner.execute([full])[0]
-    cache = BlockCache(mode, logit_shift)
+    cache = BlockCache(mode, logit_shift, vicinity)
     cache.refresh(SequenceKV.from_batch(refresh.past_key_values, 0, 0, canvas), start, end)
     window = cache.window(start, end, canvas)
     request = ForwardRequest(
@@ -56,7 +64,9 @@ def step_requests(
     return [request] * rows
 
 
-def measure(model_dir: Path, shapes: list[tuple[int, int]], block: int, rows: list[int], repeats: int):
+def measure(
+    model_dir: Path, shapes: list[tuple[int, int]], block: int, rows: list[int], repeats: int, vicinity: int
+):
     from vdiff.config import EngineConfig
     from vdiff.engine.model_runner import ModelRunner
     from vdiff.models.loader import load_model
@@ -68,22 +78,22 @@ def measure(model_dir: Path, shapes: list[tuple[int, int]], block: int, rows: li
     for prompt, generate in shapes:
         for num_rows in rows:
             timings = {}
-            for mode in MODES:
-                requests = step_requests(runner, mode, prompt, generate, block, num_rows, logit_shift)
+            for label, mode, window in [*((m, m, 0) for m in MODES), (VICINITY_MODE, "dual", vicinity)]:
+                requests = step_requests(runner, mode, prompt, generate, block, num_rows, logit_shift, window)
                 runner.execute(requests)  # warm-up
                 samples = []
                 for _ in range(repeats):
                     started = time.perf_counter()
                     runner.execute(requests)
                     samples.append(time.perf_counter() - started)
-                timings[mode] = {
+                timings[label] = {
                     "ms_per_forward": 1000 * statistics.median(samples),
                     "query_positions": requests[0].num_queries,
                     "cached_positions": 0 if requests[0].past is None else requests[0].past[0].length,
                 }
             base = timings["none"]["ms_per_forward"]
-            for mode in MODES:
-                timings[mode]["vs_no_cache"] = timings[mode]["ms_per_forward"] / base
+            for timing in timings.values():
+                timing["vs_no_cache"] = timing["ms_per_forward"] / base
             cells.append({"prompt": prompt, "generate": generate, "rows": num_rows, "modes": timings})
     return cells
 
@@ -91,18 +101,21 @@ def measure(model_dir: Path, shapes: list[tuple[int, int]], block: int, rows: li
 def markdown(results: dict[str, Any]) -> str:
     lines = [
         "| model | prompt + answer | rows | no cache ms | prefix ms (× no cache) | dual ms (× no cache) "
-        "| queries none / prefix / dual |",
-        "|---|---|---|---|---|---|---|",
+        f"| dual + vicinity {results['settings']['vicinity']} ms (× no cache) "
+        "| queries none / prefix / dual / +vicinity |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for model, cells in results["models"].items():
         for cell in cells:
             modes = cell["modes"]
+            vicinity = modes[VICINITY_MODE]
             lines.append(
                 f"| {model} | {cell['prompt']} + {cell['generate']} | {cell['rows']} "
                 f"| {modes['none']['ms_per_forward']:.1f} "
                 f"| {modes['prefix']['ms_per_forward']:.1f} ({modes['prefix']['vs_no_cache']:.2f}×) "
                 f"| {modes['dual']['ms_per_forward']:.1f} ({modes['dual']['vs_no_cache']:.2f}×) "
-                f"| {' / '.join(str(modes[m]['query_positions']) for m in MODES)} |"
+                f"| {vicinity['ms_per_forward']:.1f} ({vicinity['vs_no_cache']:.2f}×) "
+                f"| {' / '.join(str(mode['query_positions']) for mode in modes.values())} |"
             )
     return "\n".join(lines)
 
@@ -119,6 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--block", type=int, default=32)
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 16], help="sequences in the batch")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--vicinity", type=int, default=16, help="kv_cache_vicinity of the extra dual row")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--name", default="forward_cost")
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
@@ -135,7 +149,9 @@ def main(argv: list[str] | None = None) -> None:
     }
     for name in args.models:
         model_dir = demo_model_path(name) if name in DEMO_MODEL_NAMES else Path(name)
-        results["models"][model_dir.name] = measure(model_dir, shapes, args.block, args.rows, args.repeats)
+        results["models"][model_dir.name] = measure(
+            model_dir, shapes, args.block, args.rows, args.repeats, args.vicinity
+        )
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / f"{args.name}.json").write_text(json.dumps(results, indent=2) + "\n")
     table = markdown(results)

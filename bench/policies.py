@@ -58,6 +58,17 @@ POLICIES: tuple[Policy, ...] = (
         "threshold with Fast-dLLM prefix KV cache, block 8",
     ),
     Policy(
+        "threshold-0.9-dual-cache-vicinity-16",
+        {
+            "decoding": "threshold",
+            "threshold": 0.9,
+            "kv_cache": "dual",
+            "block_length": 8,
+            "kv_cache_vicinity": 16,
+        },
+        "dual cache that also recomputes the 16 positions left of the block (dInfer's vicinity refresh)",
+    ),
+    Policy(
         "threshold-0.9-dual-cache",
         {"decoding": "threshold", "threshold": 0.9, "kv_cache": "dual", "block_length": 8},
         "threshold with Fast-dLLM dual KV cache, block 8",

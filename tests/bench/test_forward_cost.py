@@ -12,7 +12,19 @@ def test_forward_cost_queries_what_each_cache_mode_recomputes(tmp_path: Path) ->
     forward_cost.main(
         [
             *("--models", "llada-demo", "dream-demo", "--prompt", "8", "--generate", "16", "--block", "4"),
-            *("--rows", "1", "2", "--repeats", "1", "--name", "f", "--out-dir", str(tmp_path)),
+            *(
+                "--rows",
+                "1",
+                "2",
+                "--repeats",
+                "1",
+                "--vicinity",
+                "3",
+                "--name",
+                "f",
+                "--out-dir",
+                str(tmp_path),
+            ),
         ]
     )
     results = json.loads((tmp_path / "f.json").read_text())
@@ -28,6 +40,8 @@ def test_forward_cost_queries_what_each_cache_mode_recomputes(tmp_path: Path) ->
             assert modes["prefix"]["cached_positions"] == 8 - shifted
             assert modes["dual"]["query_positions"] == 4 + shifted
             assert modes["dual"]["cached_positions"] == 24 - 4 - shifted
+            assert modes["dual-vicinity"]["query_positions"] == 4 + 3 + shifted
+            assert modes["dual-vicinity"]["cached_positions"] == 24 - 4 - 3 - shifted
             assert modes["none"]["vs_no_cache"] == 1.0
             assert all(mode["ms_per_forward"] > 0 for mode in modes.values())
     assert "| llada-demo | 8 + 16 | 2 |" in (tmp_path / "f.md").read_text()

@@ -104,6 +104,20 @@ class _ShapeSpy:
         return self.model(input_ids, position_ids, attention_mask, past_key_values, **kwargs)
 
 
+@pytest.mark.parametrize("engine_name", ["llada_engine", "dream_engine"])
+def test_prefix_cache_with_a_vicinity_over_the_whole_prefix_equals_no_cache(
+    engine_name: str, request: pytest.FixtureRequest
+) -> None:
+    """Multi-layer models: every cached step recomputes every position (the vicinity covers the prefix,
+    prefix mode queries all later ones), so the cached path must reproduce uncached decoding exactly."""
+    engine: LLMEngine = request.getfixturevalue(engine_name)
+    uncached = _tokens(engine, _params(decoding="threshold", threshold=0.7))
+    covering = _tokens(
+        engine, _params(decoding="threshold", threshold=0.7, kv_cache="prefix", kv_cache_vicinity=512)
+    )
+    assert covering == uncached
+
+
 @pytest.mark.parametrize(("mode", "cached_query_len"), [("prefix", {8, 7, 6, 5, 4, 3, 2, 1}), ("dual", {4})])
 def test_cached_decoding_refreshes_once_per_block_and_queries_less(
     llada_engine: LLMEngine, mode: str, cached_query_len: set[int]

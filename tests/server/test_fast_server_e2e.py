@@ -18,7 +18,13 @@ MODEL = "tiny-dream"
 PROMPT_IDS = [5, 6, 7, 8, 9]
 OVERRIDES = [
     {"decoding": "apd", "apd_mixture_weight": 0.5, "apd_max_lookahead": 6, "apd_kv_window": 2},
-    {"decoding": "threshold", "threshold": 0.5, "kv_cache": "dual", "block_length": 4},
+    {
+        "decoding": "threshold",
+        "threshold": 0.5,
+        "kv_cache": "dual",
+        "block_length": 4,
+        "kv_cache_vicinity": 3,
+    },
     {"decoding": "threshold", "factor": 1.5, "kv_cache": "prefix", "block_length": 4},
 ]
 
@@ -60,7 +66,13 @@ def test_override_matches_the_offline_engine_streamed_or_not(
 
 @pytest.mark.parametrize(
     "bad",
-    [{"decoding": "fastest"}, {"kv_cache": "triple"}, {"threshold": 1.5}, {"apd_mixture_weight": -0.1}],
+    [
+        {"decoding": "fastest"},
+        {"kv_cache": "triple"},
+        {"threshold": 1.5},
+        {"apd_mixture_weight": -0.1},
+        {"kv_cache_vicinity": -1},
+    ],
 )
 def test_invalid_decoding_overrides_are_400(client: openai.OpenAI, bad: dict) -> None:
     with pytest.raises(openai.BadRequestError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from vdiff.engine.kv_cache import BlockCache, SequenceKV, pad_past
 
@@ -57,6 +58,20 @@ def test_dual_cache_reuses_prefix_and_suffix_and_keeps_dreams_predecessor_as_que
     assert _positions(step.past) == [0, 1, 2, 3, 4, 5, 6, *range(12, 20)]
     cache.clear()
     assert cache.window(8, 12, canvas).is_refresh
+
+
+@pytest.mark.parametrize(("mode", "shift", "end"), [("prefix", False, 20), ("dual", True, 12)])
+def test_vicinity_keeps_the_positions_left_of_the_block_as_queries(mode: str, shift: bool, end: int) -> None:
+    cache = BlockCache(mode, logit_shift=shift, vicinity=3)
+    cache.refresh(_kv(list(range(20))), 8, 12)
+    step = cache.window(8, 12, 20)
+    first = 8 - 3 - (1 if shift else 0)
+    assert (step.start, step.end) == (first, end)
+    suffix = [] if mode == "prefix" else list(range(12, 20))
+    assert _positions(step.past) == [*range(first), *suffix]  # exactly the positions not queried
+    wide = BlockCache("prefix", logit_shift=shift, vicinity=50)  # wider than the prefix: start at 0
+    wide.refresh(_kv(list(range(20))), 8, 12)
+    assert wide.window(8, 12, 20).start == 0 and wide.past.length == 0
 
 
 def test_pad_past_masks_ragged_and_missing_rows() -> None:

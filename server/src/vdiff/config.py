@@ -66,6 +66,8 @@ class EngineConfig:
     """Fast-dLLM factor rule instead of a fixed threshold (threshold policy)."""
     kv_cache: str = "none"
     """Approximate KV cache for fast decoding: none, prefix or dual."""
+    kv_cache_vicinity: int = 0
+    """Positions left of the current block recomputed at every step instead of read from the cache."""
     draft_model: str | None = None
     """Causal AR verifier checkpoint for --decoding apd (e.g. a small Qwen2 sharing the tokenizer)."""
     apd_mixture_weight: float = 0.7
@@ -97,6 +99,8 @@ class EngineConfig:
         if not 0 < self.threshold <= 1:
             raise VdiffValidationError("--threshold must be in (0, 1]", "--threshold")
         check_choice(self.kv_cache, KV_CACHE_MODES, "--kv-cache")
+        if self.kv_cache_vicinity < 0:
+            raise VdiffValidationError("--kv-cache-vicinity must be >= 0", "--kv-cache-vicinity")
         if self.decoding == "apd" and not self.draft_model:
             raise VdiffValidationError("--decoding apd needs --draft-model", "--draft-model")
         if not 0 <= self.apd_mixture_weight <= 1:

@@ -43,6 +43,7 @@ class SamplingParams:
     threshold: float | None = None
     factor: float | None = None
     kv_cache: str | None = None  # none | prefix | dual
+    kv_cache_vicinity: int | None = None  # positions left of the block recomputed every step
     apd_mixture_weight: float | None = None
     apd_kv_window: int | None = None
     apd_max_lookahead: int | None = None
@@ -82,6 +83,8 @@ class SamplingParams:
         if self.factor is not None and self.factor <= 0:
             raise VdiffValidationError("factor must be positive", "factor")
         check_choice(self.kv_cache, KV_CACHE_MODES, "kv_cache", optional=True)
+        if self.kv_cache_vicinity is not None and self.kv_cache_vicinity < 0:
+            raise VdiffValidationError("kv_cache_vicinity must be >= 0", "kv_cache_vicinity")
         if self.apd_mixture_weight is not None and not 0 <= self.apd_mixture_weight <= 1:
             raise VdiffValidationError("apd_mixture_weight must be in [0, 1]", "apd_mixture_weight")
         if self.apd_kv_window is not None and self.apd_kv_window < 1:

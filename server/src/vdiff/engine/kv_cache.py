@@ -8,7 +8,9 @@ the AR verifier) or prefix + suffix (Fast-dLLM dual cache).
 `BlockCache` is the Fast-dLLM state machine of one sequence: at each block boundary a full-canvas
 forward refreshes it; between refreshes only the current block (prefix mode: the block and all later
 positions) is recomputed. With Dream's logit shift the position left of the block stays a query,
-since its hidden state predicts the block's first token.
+since its hidden state predicts the block's first token. A vicinity V > 0 (dInfer's vicinity refresh)
+also keeps the V positions left of the block as queries: their keys are recomputed every step, so they
+see the tokens committed inside the block, which the cached prefix keys do not.
 """
 
 from __future__ import annotations
@@ -99,13 +101,14 @@ class QueryWindow:
 class BlockCache:
     """Fast-dLLM prefix / dual cache of one sequence, refreshed at every block boundary."""
 
-    __slots__ = ("block_end", "block_start", "logit_shift", "mode", "num_refreshes", "past")
+    __slots__ = ("block_end", "block_start", "logit_shift", "mode", "num_refreshes", "past", "vicinity")
 
-    def __init__(self, mode: str, logit_shift: bool) -> None:
+    def __init__(self, mode: str, logit_shift: bool, vicinity: int = 0) -> None:
         if mode not in ("prefix", "dual"):
             raise ValueError(f"unknown block cache mode {mode!r}")
         self.mode = mode
         self.logit_shift = logit_shift
+        self.vicinity = vicinity
         self.block_start: int | None = None
         self.block_end: int | None = None
         self.past: SequenceKV | None = None
@@ -115,14 +118,15 @@ class BlockCache:
         """The queries for the next step inside block [block_start, block_end)."""
         if self.block_start != block_start or self.past is None:
             return QueryWindow(0, canvas_length, None, is_refresh=True)
-        start = block_start - 1 if self.logit_shift else block_start
         end = canvas_length if self.mode == "prefix" else block_end
-        return QueryWindow(start, end, self.past)
+        return QueryWindow(self._first_query(block_start), end, self.past)
+
+    def _first_query(self, block_start: int) -> int:
+        return max(0, block_start - self.vicinity - (1 if self.logit_shift else 0))
 
     def refresh(self, canvas_kv: SequenceKV, block_start: int, block_end: int) -> None:
         """Keep the keys a step of this block reuses from a full-canvas forward's KV."""
-        start = block_start - 1 if self.logit_shift else block_start
-        past = canvas_kv.crop(start)
+        past = canvas_kv.crop(self._first_query(block_start))
         if self.mode == "dual":
             past = past.concat(canvas_kv.slice(block_end, canvas_kv.length))
         self.block_start, self.block_end = block_start, block_end

@@ -110,6 +110,7 @@ class LLMEngine:
             "threshold": pick(params.threshold, config.threshold),
             "factor": pick(params.factor, config.factor),
             "kv_cache": pick(params.kv_cache, config.kv_cache),
+            "kv_cache_vicinity": pick(params.kv_cache_vicinity, config.kv_cache_vicinity),
             "apd_mixture_weight": pick(params.apd_mixture_weight, config.apd_mixture_weight),
             "apd_kv_window": pick(params.apd_kv_window, config.apd_kv_window),
             "apd_max_lookahead": pick(params.apd_max_lookahead, config.apd_max_lookahead),

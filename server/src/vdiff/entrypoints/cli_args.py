@@ -35,8 +35,8 @@ FLAG_GROUPS = {
     "Capacity": ("dtype", "device", "quantization", "max_model_len", "max_num_seqs", "max_waiting_requests",
                  "seed", "enforce_eager"),
     "Diffusion decoding defaults": ("diffusion_steps", "block_length", "remasking", "dream_alg"),
-    "Fast decoding": ("decoding", "threshold", "factor", "kv_cache", "draft_model", "apd_mixture_weight",
-                      "apd_kv_window", "apd_max_lookahead"),
+    "Fast decoding": ("decoding", "threshold", "factor", "kv_cache", "kv_cache_vicinity", "draft_model",
+                      "apd_mixture_weight", "apd_kv_window", "apd_max_lookahead"),
 }  # fmt: skip
 
 

@@ -87,7 +87,8 @@ class ThresholdPolicy(DecodingPolicy):
         if seq.params.kv_cache in ("prefix", "dual"):
             num_rows = 2 if seq.params.cfg_scale > 0 else 1
             state.caches = [
-                BlockCache(seq.params.kv_cache, self.context.logit_shift) for _ in range(num_rows)
+                BlockCache(seq.params.kv_cache, self.context.logit_shift, seq.params.kv_cache_vicinity or 0)
+                for _ in range(num_rows)
             ]
         seq.decoding_state = state
 

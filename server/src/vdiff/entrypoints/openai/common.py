@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 
 DIFFUSION_FIELDS = (
     "steps", "block_length", "remasking", "cfg_scale", "alg", "alg_temp", "eps", "decoding", "threshold",
-    "factor", "kv_cache", "apd_mixture_weight", "apd_kv_window", "apd_max_lookahead",
+    "factor", "kv_cache", "kv_cache_vicinity", "apd_mixture_weight", "apd_kv_window", "apd_max_lookahead",
 )  # fmt: skip
 """Per-request diffusion knobs (sent through the openai client's extra_body); names match SamplingParams."""
 
@@ -83,6 +83,7 @@ class SamplingRequest(OpenAIBaseModel):
     threshold: float | None = None
     factor: float | None = None
     kv_cache: str | None = None
+    kv_cache_vicinity: int | None = None
     apd_mixture_weight: float | None = None
     apd_kv_window: int | None = None
     apd_max_lookahead: int | None = None
