@@ -125,7 +125,10 @@ def test_profile_table() -> None:
         "decoding": "threshold",
         "threshold": 0.7,
         "kv_cache": "dual",
+        "kv_cache_vicinity": 16,
     }
+    # the vicinity only goes with a cache
+    assert "kv_cache_vicinity" not in decoding_settings(dm(decoding={"profile": "fast", "kvCache": "none"}))
     fast_apd = dm(decoding={"profile": "fast"}, draftModel={"uri": "hf://Qwen/Qwen2.5-0.5B-Instruct"})
     assert decoding_settings(fast_apd) == {"decoding": "apd"}
     assert "--draft-model=Qwen/Qwen2.5-0.5B-Instruct" in model_args(fast_apd)
@@ -141,6 +144,7 @@ def test_profile_table() -> None:
     assert decoding_settings(dm(decoding={"profile": "fast", "decoding": "reference"})) == {
         "decoding": "reference",
         "kv_cache": "dual",
+        "kv_cache_vicinity": 16,
     }
 
 

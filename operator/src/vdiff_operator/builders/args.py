@@ -13,7 +13,7 @@ DRAFT_MOUNT_PATH = "/mnt/draft-model"
 PROFILES: dict[str, dict[str, Any]] = {
     "quality": {"decoding": "reference"},
     "balanced": {"decoding": "threshold", "threshold": 0.9},
-    "fast": {"decoding": "threshold", "threshold": 0.7, "kv_cache": "dual"},
+    "fast": {"decoding": "threshold", "threshold": 0.7, "kv_cache": "dual", "kv_cache_vicinity": 16},
 }
 FAST_WITH_DRAFT: dict[str, Any] = {"decoding": "apd"}
 
@@ -42,6 +42,8 @@ def decoding_settings(dm: DiffusionModel) -> dict[str, Any]:
     settings |= {key: value for key, value in overrides.items() if value is not None}
     if settings.get("decoding") != "threshold":
         settings.pop("threshold", None)
+    if settings.get("kv_cache") in (None, "none"):
+        settings.pop("kv_cache_vicinity", None)
     return settings
 
 
