@@ -54,7 +54,13 @@ POLICIES: tuple[Policy, ...] = (
     Policy("factor-1.0", {"decoding": "threshold", "factor": 1.0}, "Fast-dLLM factor rule"),
     Policy(
         "threshold-0.9-prefix-cache",
-        {"decoding": "threshold", "threshold": 0.9, "kv_cache": "prefix", "block_length": 8},
+        {
+            "decoding": "threshold",
+            "threshold": 0.9,
+            "kv_cache": "prefix",
+            "block_length": 8,
+            "kv_cache_vicinity": 0,
+        },
         "threshold with Fast-dLLM prefix KV cache, block 8",
     ),
     Policy(
@@ -70,7 +76,13 @@ POLICIES: tuple[Policy, ...] = (
     ),
     Policy(
         "threshold-0.9-dual-cache",
-        {"decoding": "threshold", "threshold": 0.9, "kv_cache": "dual", "block_length": 8},
+        {
+            "decoding": "threshold",
+            "threshold": 0.9,
+            "kv_cache": "dual",
+            "block_length": 8,
+            "kv_cache_vicinity": 0,
+        },
         "threshold with Fast-dLLM dual KV cache, block 8",
     ),
     Policy(

@@ -122,7 +122,7 @@ def test_prefix_cache_with_a_vicinity_over_the_whole_prefix_equals_no_cache(
 def test_cached_decoding_refreshes_once_per_block_and_queries_less(
     llada_engine: LLMEngine, mode: str, cached_query_len: set[int]
 ) -> None:
-    params = _params(decoding="threshold", threshold=1.0, kv_cache=mode, max_tokens=8)
+    params = _params(decoding="threshold", threshold=1.0, kv_cache=mode, kv_cache_vicinity=0, max_tokens=8)
     spy = _ShapeSpy(llada_engine.runner.model)
     llada_engine.runner.forward = spy
     try:

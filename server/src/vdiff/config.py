@@ -66,8 +66,9 @@ class EngineConfig:
     """Fast-dLLM factor rule instead of a fixed threshold (threshold policy)."""
     kv_cache: str = "none"
     """Approximate KV cache for fast decoding: none, prefix or dual."""
-    kv_cache_vicinity: int = 0
-    """Positions left of the current block recomputed at every step instead of read from the cache."""
+    kv_cache_vicinity: int = 16
+    """Positions left of the current block recomputed at every step instead of read from the cache
+    (0 = Fast-dLLM's cache as published)."""
     draft_model: str | None = None
     """Causal AR verifier checkpoint for --decoding apd (e.g. a small Qwen2 sharing the tokenizer)."""
     apd_mixture_weight: float = 0.7
