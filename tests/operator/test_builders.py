@@ -127,6 +127,7 @@ def test_profile_table() -> None:
         "kv_cache": "dual",
         "kv_cache_vicinity": 16,
     }
+    assert decoding_settings(dm(decoding={"profile": "fast", "kvCacheVicinity": 0}))["kv_cache_vicinity"] == 0
     # the vicinity only goes with a cache
     assert "kv_cache_vicinity" not in decoding_settings(dm(decoding={"profile": "fast", "kvCache": "none"}))
     fast_apd = dm(decoding={"profile": "fast"}, draftModel={"uri": "hf://Qwen/Qwen2.5-0.5B-Instruct"})

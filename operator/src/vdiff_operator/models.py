@@ -86,6 +86,7 @@ class Decoding(SpecModel):
     block_length: int | None = Field(default=None, ge=1, le=4096)
     threshold: float | None = Field(default=None, gt=0, le=1)
     kv_cache: Literal["none", "prefix", "dual"] | None = None
+    kv_cache_vicinity: int | None = Field(default=None, ge=0, le=4096)
     remasking: Literal["low_confidence", "random"] | None = None
     dream_alg: Literal["origin", "maskgit_plus", "topk_margin", "entropy"] | None = None
     apd: ApdSettings | None = None

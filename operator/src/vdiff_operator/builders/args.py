@@ -28,6 +28,7 @@ def decoding_settings(dm: DiffusionModel) -> dict[str, Any]:
         "decoding": decoding.decoding,
         "threshold": decoding.threshold,
         "kv_cache": decoding.kv_cache,
+        "kv_cache_vicinity": decoding.kv_cache_vicinity,
         "diffusion_steps": decoding.steps,
         "block_length": decoding.block_length,
         "remasking": decoding.remasking,
