@@ -112,6 +112,8 @@ def run_cli(
         (["--remasking", "sideways"], {}, "--remasking"),
         (["--dream-alg", "nope"], {}, "--dream-alg"),
         (["--kv-cache", "paged"], {}, "--kv-cache"),
+        (["--kv-cache-vicinity", "-1"], {}, "--kv-cache-vicinity"),
+        ([], {"VDIFF_ENFORCE_EAGER": "sometimes"}, "--enforce-eager"),
         (["-q", "bitsandbytes", "--device", "cpu"], {}, "--quantization"),
         (["--quantization", "gptq"], {}, "--quantization"),
         (["--shutdown-grace-period", "-1"], {}, "--shutdown-grace-period"),
