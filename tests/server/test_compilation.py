@@ -91,3 +91,25 @@ def test_compile_forward_returns_the_module_when_not_compiling(llada_checkpoint:
     model = load_model(EngineConfig(model=str(llada_checkpoint), device="cpu")).model
     assert compile_forward(model, torch.device("cpu"), enforce_eager=False) is model
     assert compile_forward(model, torch.device("cuda"), enforce_eager=True) is model
+
+
+def test_warm_up_compiles_the_full_and_the_cached_forward_before_serving(llada_checkpoint: Path) -> None:
+    from vdiff.engine.model_runner import ModelRunner
+
+    model = load_model(EngineConfig(model=str(llada_checkpoint), device="cpu", dtype="float32")).model
+    runner = ModelRunner(model, torch.device("cpu"))
+    runner.warm_up()  # eager: nothing to do
+    assert runner.forward is model and runner.num_forwards == 0
+    graphs: list[torch.fx.GraphModule] = []
+
+    def recording_backend(graph_module: torch.fx.GraphModule, example_inputs: list):
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    torch._dynamo.reset()
+    runner.forward = CompiledForward(model, backend=recording_backend)
+    runner.warm_up()
+    assert runner.forward.is_compiled, runner.forward.fallback_reason
+    # the full forward (no past keys) and the cached step (past keys) are different graphs
+    assert len(graphs) >= 2
+    assert runner.num_forwards == 0  # warm-up forwards are not counted as engine work

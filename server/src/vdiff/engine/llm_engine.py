@@ -67,6 +67,7 @@ class LLMEngine:
             self.tokenizer_info.pad_token_id,
             enforce_eager=config.enforce_eager,
         )
+        self.runner.warm_up()  # torch.compile happens here, before the server reports ready
         self.policy_context = PolicyContext(
             mask_token_id=self.mask_token_id,
             logit_shift=bool(getattr(self.loaded.model, "logit_shift", False)),

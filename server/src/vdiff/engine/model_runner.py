@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import torch
 
-from vdiff.engine.compilation import compile_forward
+from vdiff.engine.compilation import CompiledForward, compile_forward
 from vdiff.engine.decoding.base import ForwardRequest, ForwardResult
-from vdiff.engine.kv_cache import pad_past
+from vdiff.engine.kv_cache import SequenceKV, pad_past
 from vdiff.models.base import DiffusionModel
 
 
@@ -31,6 +31,24 @@ class ModelRunner:
         self.num_forwards = 0
         # the trust_remote_code wrapper (unbatched) runs foreign code: never compiled
         self.forward = compile_forward(model, device, enforce_eager or not self.supports_batching)
+
+    @torch.inference_mode()
+    def warm_up(self, length: int = 16) -> None:
+        """Compile before the first request (the server reports ready only after this): a full forward
+        that returns keys, then a step reading them, each over a 2-row dummy batch (2, not 1, so no
+        dimension is specialised to size 1)."""
+        if not isinstance(self.forward, CompiledForward):
+            return
+        ids = torch.full((2, length), self.pad_token_id, dtype=torch.int64)
+        full = ForwardRequest(ids, torch.arange(length), torch.arange(length // 2, length), use_cache=True)
+        keys = self._forward([full])[0].past_key_values
+        assert keys is not None
+        half = length // 2
+        past = [SequenceKV.from_batch(keys, row, 0, half) for row in range(2)]
+        self._forward(
+            [ForwardRequest(ids[:, half:], torch.arange(half, length), torch.arange(half), past=past)]
+        )
+        self.num_forwards -= 2
 
     @property
     def supports_batching(self) -> bool:
