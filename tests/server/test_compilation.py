@@ -113,3 +113,21 @@ def test_warm_up_compiles_the_full_and_the_cached_forward_before_serving(llada_c
     # the full forward (no past keys) and the cached step (past keys) are different graphs
     assert len(graphs) >= 2
     assert runner.num_forwards == 0  # warm-up forwards are not counted as engine work
+
+
+def test_warm_up_of_a_model_without_kv_cache_compiles_only_the_full_forward(llada_checkpoint: Path) -> None:
+    from vdiff.engine.model_runner import ModelRunner
+
+    model = load_model(EngineConfig(model=str(llada_checkpoint), device="cpu", dtype="float32")).model
+    model.supports_kv_cache = False  # like transformers-loaded verifiers and trust_remote_code models
+    graphs: list[torch.fx.GraphModule] = []
+
+    def recording_backend(graph_module: torch.fx.GraphModule, example_inputs: list):
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    torch._dynamo.reset()
+    runner = ModelRunner(model, torch.device("cpu"))
+    runner.forward = CompiledForward(model, backend=recording_backend)
+    runner.warm_up()
+    assert runner.forward.is_compiled and len(graphs) == 1 and runner.num_forwards == 0

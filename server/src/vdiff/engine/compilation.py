@@ -5,8 +5,9 @@ the per-kernel launch overhead is a large share of a small-batch step; inductor 
 MLP elementwise work. Shapes vary with the batch (rows, canvas length, cached keys), so the graph is
 compiled with dynamic shapes instead of CUDA graphs per shape. `--enforce-eager` (vLLM's flag) turns it
 off. On CPU the engine stays eager: compilation needs a C++ toolchain at run time and buys little
-there. ModelRunner.warm_up compiles at start-up, before the server reports ready. If compiling or running the compiled graph raises, the runner logs once and stays eager; a
-forward that failed compiled is re-run eagerly, so no request sees the failure.
+there. ModelRunner.warm_up compiles at start-up, before the server reports ready. If compiling or
+running the compiled graph raises, the runner logs once and stays eager; a forward that failed compiled
+is re-run eagerly, so no request sees the failure.
 """
 
 from __future__ import annotations

@@ -108,7 +108,9 @@ def load_draft_model(config: EngineConfig, target_tokenizer: TokenizerInfo) -> D
     )
     from vdiff.engine.model_runner import ModelRunner  # model_runner -> decoding -> apd -> here
 
-    return DraftModel(ModelRunner(model, device, pad_id), vocab_size, supports_cache, config.draft_model)
+    runner = ModelRunner(model, device, pad_id, enforce_eager=config.enforce_eager)
+    runner.warm_up()
+    return DraftModel(runner, vocab_size, supports_cache, config.draft_model)
 
 
 def _load_with_transformers(

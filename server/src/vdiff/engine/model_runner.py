@@ -35,20 +35,22 @@ class ModelRunner:
     @torch.inference_mode()
     def warm_up(self, length: int = 16) -> None:
         """Compile before the first request (the server reports ready only after this): a full forward
-        that returns keys, then a step reading them, each over a 2-row dummy batch (2, not 1, so no
-        dimension is specialised to size 1)."""
+        and, for models with a KV cache, a step reading its keys, each over a 2-row dummy batch (2, not
+        1, so no dimension is specialised to size 1)."""
         if not isinstance(self.forward, CompiledForward):
             return
+        supports_cache = bool(getattr(self.model, "supports_kv_cache", True))
+        before = self.num_forwards
         ids = torch.full((2, length), self.pad_token_id, dtype=torch.int64)
-        full = ForwardRequest(ids, torch.arange(length), torch.arange(length // 2, length), use_cache=True)
-        keys = self._forward([full])[0].past_key_values
-        assert keys is not None
         half = length // 2
-        past = [SequenceKV.from_batch(keys, row, 0, half) for row in range(2)]
-        self._forward(
-            [ForwardRequest(ids[:, half:], torch.arange(half, length), torch.arange(half), past=past)]
-        )
-        self.num_forwards -= 2
+        full = ForwardRequest(ids, torch.arange(length), torch.arange(half, length), use_cache=supports_cache)
+        keys = self._forward([full])[0].past_key_values
+        if keys is not None:
+            past = [SequenceKV.from_batch(keys, row, 0, half) for row in range(2)]
+            self._forward(
+                [ForwardRequest(ids[:, half:], torch.arange(half, length), torch.arange(half), past=past)]
+            )
+        self.num_forwards = before
 
     @property
     def supports_batching(self) -> bool:
