@@ -61,10 +61,7 @@ def coupled_sample(
     is_sampled = temperature > 0
     scaled = log_probs / torch.where(is_sampled, temperature, torch.ones_like(temperature))
     if top_k is not None and top_p is not None:
-        # greedy rows keep their argmax under any filter, so only sampled rows with a filter pay the sort
-        filtered = is_sampled.view(-1) & ((top_k.view(-1) > 0) | (top_p.view(-1) < 1))
-        if bool(filtered.any()):
-            scaled = filter_logits(scaled, top_k, top_p)
+        scaled = filter_logits(scaled, top_k, top_p)
     if gumbel is not None:
         scaled = torch.where(is_sampled, scaled + gumbel, scaled)
     return scaled.argmax(dim=-1)
@@ -188,8 +185,10 @@ class APDPolicy(DecodingPolicy):
         dllm = _pad([step.dllm_log_probs for step in steps])
         params = [step.seq.params for step in steps]
         temperature = torch.tensor([p.temperature for p in params], device=device)
-        top_k = torch.tensor([p.top_k for p in params], device=device)
-        top_p = torch.tensor([p.top_p for p in params], device=device)
+        # greedy rows keep their argmax under any filter: only sampled rows with a filter pay the sort
+        filtered = any(p.temperature > 0 and (p.top_k > 0 or p.top_p < 1) for p in params)
+        top_k = torch.tensor([p.top_k for p in params], device=device) if filtered else None
+        top_p = torch.tensor([p.top_p for p in params], device=device) if filtered else None
         weight = torch.tensor([p.apd_mixture_weight for p in params], device=device)
         gumbel = None
         if bool((temperature > 0).any()):
