@@ -139,7 +139,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     import torch
-    from vdiff.demo import DEMO_MODEL_NAMES, demo_model_path
+
+    from bench.run import checkpoint_dir
 
     torch.set_num_threads(args.threads)
     shapes = [(prompt, args.generate) for prompt in args.prompt]
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
         "models": {},
     }
     for name in args.models:
-        model_dir = demo_model_path(name) if name in DEMO_MODEL_NAMES else Path(name)
+        model_dir = checkpoint_dir(name)
         results["models"][model_dir.name] = measure(
             model_dir, shapes, args.block, args.rows, args.repeats, args.vicinity
         )

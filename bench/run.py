@@ -37,25 +37,23 @@ DIFFUSION_DEMO_MODELS = ("llada-demo", "dream-demo")
 VERIFIER_DEMO_MODEL = "qwen2-ar-mini-demo"
 
 
-def resolve_model(name: str, draft_model: str | None) -> tuple[Path, Path | None]:
-    """(checkpoint dir, APD verifier dir or None) for a demo model name or a directory."""
-    from vdiff.demo import DEMO_MODEL_NAMES, demo_model_path, is_demo_model_available
-
-    if draft_model:
-        return (demo_model_path(name) if name in DEMO_MODEL_NAMES else Path(name)), Path(draft_model)
-    if name in DEMO_MODEL_NAMES:
-        verifier = None
-        if name == "dream-demo" and is_demo_model_available(VERIFIER_DEMO_MODEL):
-            verifier = demo_model_path(VERIFIER_DEMO_MODEL)
-        return demo_model_path(name), verifier
-    return Path(name), None
-
-
-def policy_verifier(policy: Policy) -> Path:
+def checkpoint_dir(name: str) -> Path:
+    """A shipped demo model's directory for its name, else the name as a directory."""
     from vdiff.demo import DEMO_MODEL_NAMES, demo_model_path
 
-    assert policy.verifier is not None
-    return demo_model_path(policy.verifier) if policy.verifier in DEMO_MODEL_NAMES else Path(policy.verifier)
+    return demo_model_path(name) if name in DEMO_MODEL_NAMES else Path(name)
+
+
+def resolve_model(name: str, draft_model: str | None) -> tuple[Path, Path | None]:
+    """(checkpoint dir, APD verifier dir or None) for a demo model name or a directory."""
+    from vdiff.demo import is_demo_model_available
+
+    if draft_model:
+        return checkpoint_dir(name), Path(draft_model)
+    verifier = None
+    if name == "dream-demo" and is_demo_model_available(VERIFIER_DEMO_MODEL):
+        verifier = checkpoint_dir(VERIFIER_DEMO_MODEL)
+    return checkpoint_dir(name), verifier
 
 
 def _policy_params(policy: Policy, max_tokens: int):
@@ -123,7 +121,7 @@ def bench_engine(
             if policy.verifier is not None:
                 if verifier is None:
                     raise VdiffValidationError(f"{model_dir.name} has no APD verifier", "--draft-model")
-                engine = make_engine(policy_verifier(policy))
+                engine = make_engine(checkpoint_dir(policy.verifier))
             engine.process_request(chat_prompt_ids(engine, probe.prompt), params)
         except VdiffValidationError as error:
             skipped[policy.name] = str(error)
