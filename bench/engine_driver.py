@@ -36,36 +36,53 @@ def chat_prompt_ids(engine, prompt: str) -> list[int]:
     )
 
 
-def run_closed_loop(engine, instances: list[TaskInstance], params, concurrency: int) -> RunRecord:
-    """Every instance once, `concurrency` at a time; params is a resolved-or-not SamplingParams."""
-    pending = deque(enumerate(instances))
+@dataclass(slots=True)
+class Completion:
+    output: object
+    """The engine's final RequestOutput."""
+    latency_s: float
+
+
+def drive_closed_loop(
+    engine, prompts: list[list[int]], params, concurrency: int
+) -> tuple[list[Completion], float, int]:
+    """Every prompt (token ids) once, `concurrency` in flight; (completions in prompt order, wall seconds,
+    batched forwards)."""
+    pending = deque(enumerate(prompts))
     started_at: dict[str, float] = {}
-    records: dict[int, RequestRecord] = {}
+    completions: dict[int, Completion] = {}
     forwards_before = engine.runner.num_forwards
     run_started = time.perf_counter()
     while pending or engine.has_unfinished_requests():
         while pending and len(started_at) < concurrency:
-            index, instance = pending.popleft()
+            index, prompt_ids = pending.popleft()
             request_id = f"bench-{index}"
-            engine.add_request(request_id, chat_prompt_ids(engine, instance.prompt), params)
+            engine.add_request(request_id, prompt_ids, params)
             started_at[request_id] = time.perf_counter()
         for output in engine.step():
-            if not output.finished:
-                continue
-            latency = time.perf_counter() - started_at.pop(output.request_id)
-            index = int(output.request_id.removeprefix("bench-"))
-            completion = output.outputs[0]
-            records[index] = RequestRecord(
-                task=instances[index].task,
-                correct=instances[index].check(completion.text),
-                num_tokens=len(completion.token_ids),
-                num_forwards=output.stats.num_forwards,
-                latency_s=latency,
-                text=completion.text,
-            )
+            if output.finished:
+                latency = time.perf_counter() - started_at.pop(output.request_id)
+                completions[int(output.request_id.removeprefix("bench-"))] = Completion(output, latency)
     wall = time.perf_counter() - run_started
-    return RunRecord(
-        requests=[records[i] for i in range(len(instances))],
-        wall_s=wall,
-        batched_forwards=engine.runner.num_forwards - forwards_before,
-    )
+    ordered = [completions[index] for index in range(len(prompts))]
+    return ordered, wall, engine.runner.num_forwards - forwards_before
+
+
+def run_closed_loop(engine, instances: list[TaskInstance], params, concurrency: int) -> RunRecord:
+    """Every instance once, `concurrency` at a time; params is a resolved-or-not SamplingParams."""
+    prompts = [chat_prompt_ids(engine, instance.prompt) for instance in instances]
+    completions, wall, forwards = drive_closed_loop(engine, prompts, params, concurrency)
+    records = []
+    for instance, completion in zip(instances, completions, strict=True):
+        output = completion.output.outputs[0]
+        records.append(
+            RequestRecord(
+                task=instance.task,
+                correct=instance.check(output.text),
+                num_tokens=len(output.token_ids),
+                num_forwards=completion.output.stats.num_forwards,
+                latency_s=completion.latency_s,
+                text=output.text,
+            )
+        )
+    return RunRecord(requests=records, wall_s=wall, batched_forwards=forwards)

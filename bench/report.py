@@ -51,6 +51,27 @@ def accuracy_groups(per_task: dict[str, dict[str, Any]]) -> dict[str, float | No
     return {"single_answer": mean_of(SINGLE_ANSWER_TASKS), "multi_answer": mean_of(MULTI_ANSWER_TASKS)}
 
 
+def multi_answer_cell(result: dict[str, Any], concurrency: str) -> dict[str, Any] | None:
+    """Accuracy, tokens/s and forwards/token over the multi-answer tasks alone (tokens / summed wall time):
+    the speed axis on which the decoders' trade-off on dependent tokens is compared."""
+    cells = [
+        result["per_task"][task].get(concurrency) for task in MULTI_ANSWER_TASKS if task in result["per_task"]
+    ]
+    cells = [cell for cell in cells if cell]
+    if not cells:
+        return None
+    tokens = sum(cell["generated_tokens"] for cell in cells)
+    wall = sum(cell["wall_s"] for cell in cells)
+    forwards = [
+        cell["forwards_per_token"] * cell["generated_tokens"] for cell in cells if cell["forwards_per_token"]
+    ]
+    return {
+        "accuracy": result["accuracy"]["multi_answer"],
+        "tokens_per_s": tokens / wall if wall > 0 else 0.0,
+        "forwards_per_token": sum(forwards) / tokens if tokens and forwards else None,
+    }
+
+
 def add_ratios(policies: dict[str, dict[str, Any]]) -> None:
     """Speed ratios and accuracy deltas of every policy against the reference, per concurrency."""
     reference = policies.get(REFERENCE_POLICY)
@@ -150,15 +171,12 @@ def _scatter_panel(axis: Any, title: str, policies: dict[str, Any], concurrency:
 def _curve_panel(
     axis: Any, model: str, policies: dict[str, Any], curves: dict[str, list[str]], concurrency: str
 ) -> None:
+    points_of = {name: multi_answer_cell(result, concurrency) for name, result in policies.items()}
     for index, (curve, names) in enumerate(curves.items()):
         points = sorted(
-            (
-                policies[name]["overall"][concurrency]["tokens_per_s"],
-                policies[name]["accuracy"]["multi_answer"],
-                name,
-            )
+            (points_of[name]["tokens_per_s"], points_of[name]["accuracy"], name)
             for name in names
-            if name in policies and policies[name]["overall"].get(concurrency)
+            if points_of.get(name)
         )
         if not points:
             continue
@@ -167,35 +185,56 @@ def _curve_panel(
         for speed, accuracy, label in points:
             axis.annotate(label, (speed, accuracy), fontsize=7, xytext=(3, 3), textcoords="offset points")
     on_curves = {name for names in curves.values() for name in names} | {REFERENCE_POLICY}
-    for name, result in policies.items():
-        cell = result["overall"].get(concurrency)
-        if name in on_curves or not cell:
+    for name, point in points_of.items():
+        if name in on_curves or not point:
             continue
-        axis.scatter(cell["tokens_per_s"], result["accuracy"]["multi_answer"], marker="x", color="grey")
+        axis.scatter(point["tokens_per_s"], point["accuracy"], marker="x", color="grey")
         axis.annotate(
             name,
-            (cell["tokens_per_s"], result["accuracy"]["multi_answer"]),
+            (point["tokens_per_s"], point["accuracy"]),
             fontsize=6,
             color="grey",
             xytext=(3, -8),
             textcoords="offset points",
         )
-    reference = policies.get(REFERENCE_POLICY, {}).get("overall", {}).get(concurrency)
+    reference = points_of.get(REFERENCE_POLICY)
     if reference:
         axis.scatter(
             reference["tokens_per_s"],
-            policies[REFERENCE_POLICY]["accuracy"]["multi_answer"],
+            reference["accuracy"],
             marker="s",
             color="black",
             label=REFERENCE_POLICY,
         )
     axis.set_title(f"{model} (engine): multi-answer tasks, concurrency {concurrency}")
-    axis.set_xlabel("generated tokens/s")
+    axis.set_xlabel("generated tokens/s on the multi-answer tasks")
     axis.set_ylabel("multi-answer accuracy")
     axis.set_ylim(-0.05, 1.05)
     axis.grid(alpha=0.3)
     if axis.has_data():
         axis.legend(fontsize=8)
+
+
+def multi_answer_table(results: dict[str, Any], concurrency: str) -> str:
+    """The engine rows on the multi-answer tasks alone, at one request at a time and at `concurrency`."""
+    lines = [
+        f"| model | policy | multi-answer acc | tok/s on them (c=1) | tok/s on them (c={concurrency}) "
+        "| forwards/token on them |",
+        "|---|---|---|---|---|---|",
+    ]
+    for model, transports in results["models"].items():
+        for name, result in transports.get("engine", {}).items():
+            single, top = multi_answer_cell(result, "1"), multi_answer_cell(result, concurrency)
+            if not single or not top:
+                continue
+            lines.append(
+                f"| {model} | {name} | {_fmt(top['accuracy'])} | {single['tokens_per_s']:.1f} "
+                f"| {top['tokens_per_s']:.1f} | {_fmt(top['forwards_per_token'], '{:.2f}')} |"
+            )
+    return "\n".join(lines)
+
+
+MULTI_ANSWER_HEADING = "Multi-answer tasks alone (the x axis of the plot's curves):"
 
 
 def markdown_table(results: dict[str, Any], concurrency: str) -> str:
@@ -236,20 +275,24 @@ def _fmt(value: float | None, pattern: str = "{:.2f}") -> str:
     return "–" if value is None else pattern.format(value)
 
 
+def write_report(results: dict[str, Any], json_path: Path) -> str:
+    """The plot (.png) and the tables (.md) next to a results JSON; returns the tables."""
+    top = str(max(results["settings"]["concurrency"]))
+    plot_accuracy_vs_speed(results, json_path.with_suffix(".png"), top)
+    tables = f"{markdown_table(results, top)}\n\n{MULTI_ANSWER_HEADING}\n\n{multi_answer_table(results, top)}"
+    json_path.with_suffix(".md").write_text(tables + "\n")
+    return tables
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Re-draw the plot and the table of a results JSON (python -m bench.report bench/results/full.json)."""
+    """Re-draw the plot and the tables of a results JSON (python -m bench.report bench/results/full.json)."""
     import argparse
     import json
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("results", type=Path)
     args = parser.parse_args(argv)
-    results = json.loads(args.results.read_text())
-    top = str(max(results["settings"]["concurrency"]))
-    plot_accuracy_vs_speed(results, args.results.with_suffix(".png"), top)
-    table = markdown_table(results, top)
-    args.results.with_suffix(".md").write_text(table + "\n")
-    print(table)
+    print(write_report(json.loads(args.results.read_text()), args.results))
 
 
 if __name__ == "__main__":

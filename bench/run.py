@@ -27,7 +27,7 @@ if __package__ in (None, ""):  # `python bench/run.py`
 
 from bench.engine_driver import RunRecord, chat_prompt_ids, run_closed_loop
 from bench.policies import Policy, curves, select_policies
-from bench.report import accuracy_groups, add_ratios, markdown_table, plot_accuracy_vs_speed, summarize_runs
+from bench.report import accuracy_groups, add_ratios, summarize_runs, write_report
 from bench.tasks import TASKS, TaskInstance, eval_set
 
 logger = logging.getLogger("bench.run")
@@ -271,12 +271,9 @@ def main(argv: list[str] | None = None) -> None:
                 results["notes"].append(f"HTTP benchmark of {label} skipped: {error}")
         results["models"][label] = transports
         results["skipped"][label] = skipped
-    top = str(max(args.concurrency))
-    (args.out_dir / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
-    plot_accuracy_vs_speed(results, args.out_dir / f"{name}.png", top)
-    table = markdown_table(results, top)
-    (args.out_dir / f"{name}.md").write_text(table + "\n")
-    print(table)
+    json_path = args.out_dir / f"{name}.json"
+    json_path.write_text(json.dumps(results, indent=2) + "\n")
+    print(write_report(results, json_path))
     for note in results["notes"]:
         print(f"note: {note}")
 

@@ -38,6 +38,8 @@ def test_engine_benchmark_writes_results_ratios_and_plot(tmp_path: Path) -> None
     assert results["settings"]["curves"] == {"threshold": ["threshold-0.9"], "apd": ["apd-0.7"]}
     table = (tmp_path / "t.md").read_text()
     assert "tok/s c=2 ÷ c=1" in table and "| llada-demo | engine | threshold-0.9 |" in table
+    multi_rows = table.split("Multi-answer tasks alone")[1]
+    assert "| llada-demo | threshold-0.9 |" in multi_rows and "tok/s on them (c=2)" in multi_rows
     engine = results["models"]["llada-demo"]["engine"]
     assert set(engine) == {REFERENCE_POLICY, "threshold-0.9"}
     assert "apd-0.7" in results["skipped"]["llada-demo"]["engine"]  # no verifier for LLaDA: skipped, named
