@@ -17,6 +17,25 @@ from vdiff.engine.kv_cache import SequenceKV, pad_past
 from vdiff.models.base import DiffusionModel
 
 
+def group_by_query_length(requests: list[ForwardRequest]) -> list[list[int]]:
+    """Indices of the requests, split so that no forward pads a row to more than twice its queries.
+
+    Rows are right-padded to the longest query window of their forward: one sequence refreshing its
+    block cache or prefilling (the whole canvas) would otherwise make every cached row of the batch
+    pay for the whole canvas. Groups are runs of the requests sorted by query length, longest first.
+    """
+    order = sorted(range(len(requests)), key=lambda index: -requests[index].num_queries)
+    groups: list[list[int]] = []
+    longest = 0
+    for index in order:
+        length = requests[index].num_queries
+        if not groups or 2 * length < longest:
+            groups.append([])
+            longest = length
+        groups[-1].append(index)
+    return groups
+
+
 class ModelRunner:
     def __init__(
         self,
@@ -58,12 +77,17 @@ class ModelRunner:
 
     @torch.inference_mode()
     def execute(self, requests: list[ForwardRequest]) -> list[ForwardResult]:
-        """Run the requests in one forward (one per request for models that cannot batch)."""
+        """Run the requests in as few forwards as padding allows (one per request for models that
+        cannot batch); results in request order."""
         if not requests:
             return []
         if not self.supports_batching:
             return [self._forward([request])[0] for request in requests]
-        return self._forward(requests)
+        results: list[ForwardResult | None] = [None] * len(requests)
+        for group in group_by_query_length(requests):
+            for index, result in zip(group, self._forward([requests[i] for i in group]), strict=True):
+                results[index] = result
+        return results  # type: ignore[return-value]
 
     def _forward(self, requests: list[ForwardRequest]) -> list[ForwardResult]:
         num_rows = sum(request.num_rows for request in requests)
