@@ -44,11 +44,19 @@ def summarize_runs(runs: list[RunRecord]) -> dict[str, Any]:
 
 
 def accuracy_groups(per_task: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+    """Mean accuracy of the single- and multi-answer tasks, and of every prompt of the suite."""
+
     def mean_of(tasks: tuple[str, ...]) -> float | None:
         values = [per_task[task]["accuracy"] for task in tasks if task in per_task]
         return sum(values) / len(values) if values else None
 
-    return {"single_answer": mean_of(SINGLE_ANSWER_TASKS), "multi_answer": mean_of(MULTI_ANSWER_TASKS)}
+    prompts = sum(cell["num_requests"] for cell in per_task.values())
+    correct = sum(cell["accuracy"] * cell["num_requests"] for cell in per_task.values())
+    return {
+        "single_answer": mean_of(SINGLE_ANSWER_TASKS),
+        "multi_answer": mean_of(MULTI_ANSWER_TASKS),
+        "whole_suite": correct / prompts if prompts else None,
+    }
 
 
 def multi_answer_cell(result: dict[str, Any], concurrency: str) -> dict[str, Any] | None:
@@ -239,9 +247,10 @@ MULTI_ANSWER_HEADING = "Multi-answer tasks alone (the x axis of the plot's curve
 
 def markdown_table(results: dict[str, Any], concurrency: str) -> str:
     lines = [
-        f"| model | transport | policy | single-answer acc | multi-answer acc | tok/s (c={concurrency}) "
-        f"| × ref tok/s | tok/s c={concurrency} ÷ c=1 | forwards/token | p50 / p95 latency (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| model | transport | policy | single-answer acc | multi-answer acc | suite acc "
+        f"| tok/s (c={concurrency}) | × ref tok/s | tok/s c={concurrency} ÷ c=1 | forwards/token "
+        "| p50 / p95 latency (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for model, transports in results["models"].items():
         for transport, policies in transports.items():
@@ -254,7 +263,8 @@ def markdown_table(results: dict[str, Any], concurrency: str) -> str:
                 fpt = cell["forwards_per_token"]
                 lines.append(
                     f"| {model} | {transport} | {name} | {_fmt(result['accuracy']['single_answer'])} "
-                    f"| {_fmt(result['accuracy']['multi_answer'])} | {cell['tokens_per_s']:.1f} "
+                    f"| {_fmt(result['accuracy']['multi_answer'])} "
+                    f"| {_fmt(result['accuracy'].get('whole_suite'), '{:.3f}')} | {cell['tokens_per_s']:.1f} "
                     f"| {_fmt(ratio, '{:.2f}×')} | {_fmt(_scaling(result, concurrency), '{:.2f}×')} "
                     f"| {_fmt(fpt, '{:.2f}')} "
                     f"| {cell['latency_p50_s']:.3f} / {cell['latency_p95_s']:.3f} |"
