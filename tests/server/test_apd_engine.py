@@ -3,6 +3,7 @@ ragged frontiers in a batch, and the startup checks of --draft-model."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -183,3 +184,34 @@ def test_transformers_fallback_verifier_matches_the_native_one(
     native = run_one_by_one(apd_engine, [(p, params) for p in PROMPTS[:2]])
     via_transformers = run_one_by_one(fallback, [(p, params) for p in PROMPTS[:2]])
     assert [r.token_ids for r in via_transformers] == [r.token_ids for r in native]
+
+
+def test_draft_counters_account_for_every_committed_token(
+    dream_checkpoint: Path, qwen2_ar_checkpoint: Path
+) -> None:
+    """Every APD step commits its frontier token plus the accepted part of its draft, so over a run
+    committed tokens = sequence-steps + accepted draft tokens; accepted <= drafted, and a draft's
+    position i can only be accepted where position i - 1 was."""
+    engine = make_engine(dream_checkpoint, draft_model=str(qwen2_ar_checkpoint))
+    jobs = [
+        (PROMPTS[0], _apd(apd_mixture_weight=0.5, apd_max_lookahead=4)),
+        (PROMPTS[1], _apd(apd_mixture_weight=0.7, temperature=0.9, seed=3)),
+        (PROMPTS[2], _apd(apd_mixture_weight=0.0)),  # the verifier alone: drafts mostly rejected
+    ]
+    run(engine, jobs)
+    stats = engine.stats
+    assert stats.num_committed_tokens == len(jobs) * GEN
+    assert stats.num_committed_tokens == stats.num_denoising_steps + stats.num_spec_accepted_tokens
+    assert 0 < stats.num_spec_drafts <= stats.num_denoising_steps
+    assert stats.num_spec_accepted_tokens <= stats.num_spec_draft_tokens
+    per_position = stats.num_spec_accepted_per_position
+    assert sum(per_position) == stats.num_spec_accepted_tokens
+    assert all(a >= b for a, b in itertools.pairwise(per_position))
+    assert per_position[0] <= stats.num_spec_drafts
+
+
+def test_mixture_weight_one_is_not_counted_as_a_draft(apd_engine: LLMEngine) -> None:
+    before = (apd_engine.stats.num_spec_drafts, apd_engine.stats.num_denoising_steps)
+    run(apd_engine, [(PROMPTS[0], _apd(apd_mixture_weight=1.0))])
+    assert apd_engine.stats.num_spec_drafts == before[0]  # no verifier forward, nothing verified
+    assert apd_engine.stats.num_denoising_steps > before[1]

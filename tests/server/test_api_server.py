@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+from server.metrics_scrape import scrape
 from vdiff.config import EngineConfig
 from vdiff.entrypoints.frontend_args import FrontendArgs
 from vdiff.entrypoints.launcher import BackgroundServer
@@ -32,16 +32,6 @@ def server(llada_checkpoint: Path) -> Iterator[BackgroundServer]:
 @pytest.fixture(scope="module")
 def client(server: BackgroundServer) -> openai.OpenAI:
     return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=120)
-
-
-def scrape(server: BackgroundServer) -> dict[str, float]:
-    """Every sample of /metrics as 'name{label=value,...}' -> value (labels sorted, model_name dropped)."""
-    samples = {}
-    for family in text_string_to_metric_families(httpx.get(server.url + "/metrics").text):
-        for sample in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()) if k != "model_name")
-            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
-    return samples
 
 
 def test_models_lists_every_served_name(client: openai.OpenAI) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import openai
 import pytest
 from server.fast_decoding_helpers import make_engine, run
+from server.metrics_scrape import scrape
 from vdiff.config import EngineConfig
 from vdiff.entrypoints.frontend_args import FrontendArgs
 from vdiff.entrypoints.launcher import BackgroundServer
@@ -77,3 +78,32 @@ def test_override_matches_the_offline_engine_streamed_or_not(
 def test_invalid_decoding_overrides_are_400(client: openai.OpenAI, bad: dict) -> None:
     with pytest.raises(openai.BadRequestError):
         client.completions.create(model=MODEL, prompt="hi", max_tokens=4, extra_body=bad)
+
+
+def test_apd_drafts_show_in_vllm_spec_decode_metrics(server: BackgroundServer, client: openai.OpenAI) -> None:
+    before = scrape(server)
+    client.completions.create(
+        model=MODEL,
+        prompt=PROMPT_IDS,
+        max_tokens=16,
+        temperature=0,
+        extra_body={"decoding": "apd", "apd_mixture_weight": 0.5, "ignore_eos": True},
+    )
+    after = scrape(server)
+
+    def grown(name: str) -> float:
+        return after[name] - before.get(name, 0.0)
+
+    drafts = grown("vllm:spec_decode_num_drafts_total")
+    draft_tokens = grown("vllm:spec_decode_num_draft_tokens_total")
+    accepted = grown("vllm:spec_decode_num_accepted_tokens_total")
+    assert drafts > 0 and 0 <= accepted <= draft_tokens
+    per_position = [
+        grown(f"vllm:spec_decode_num_accepted_tokens_per_pos_total{{position={i}}}")
+        for i in range(int(draft_tokens))
+        if f"vllm:spec_decode_num_accepted_tokens_per_pos_total{{position={i}}}" in after
+    ]
+    assert sum(per_position) == accepted
+    # every APD step commits its frontier token plus the accepted draft: 16 tokens in all
+    steps = grown("vdiff:denoising_steps_per_request_sum")
+    assert steps + accepted == 16

@@ -182,6 +182,27 @@ class ServerMetrics:
         self.engine_steps = Counter(
             "vdiff:engine_steps", "Engine steps (batched forwards).", label, registry=reg
         )
+        self.spec_decode_num_drafts = Counter(
+            "vllm:spec_decode_num_drafts", "APD drafts the verifier checked.", label, registry=reg
+        )
+        self.spec_decode_num_draft_tokens = Counter(
+            "vllm:spec_decode_num_draft_tokens",
+            "Drafted tokens beyond the frontier token of each APD draft.",
+            label,
+            registry=reg,
+        )
+        self.spec_decode_num_accepted_tokens = Counter(
+            "vllm:spec_decode_num_accepted_tokens",
+            "Drafted tokens the verifier accepted.",
+            label,
+            registry=reg,
+        )
+        self.spec_decode_num_accepted_tokens_per_pos = Counter(
+            "vllm:spec_decode_num_accepted_tokens_per_pos",
+            "Drafts whose token at this position beyond the frontier token was accepted.",
+            [*label, "position"],
+            registry=reg,
+        )
         self._touch_labelled_children()
 
     def _touch_labelled_children(self) -> None:
@@ -192,7 +213,8 @@ class ServerMetrics:
             self.request_queue_time, self.request_prompt_tokens, self.request_generation_tokens,
             self.request_params_max_tokens, self.request_params_n, self.forward_passes_per_request,
             self.denoising_steps_per_request, self.tokens_committed_per_step, self.batch_size,
-            self.engine_steps,
+            self.engine_steps, self.spec_decode_num_drafts, self.spec_decode_num_draft_tokens,
+            self.spec_decode_num_accepted_tokens,
         ):  # fmt: skip
             family.labels(model_name=self.model_name)
         for reason in ("stop", "length", "abort"):
@@ -215,6 +237,24 @@ class ServerMetrics:
             self.tokens_committed_per_step.labels(model_name=self.model_name).observe(
                 step.num_tokens_committed
             )
+
+    def record_drafts(
+        self,
+        num_drafts: int,
+        num_draft_tokens: int,
+        num_accepted_tokens: int,
+        accepted_per_position: list[int],
+    ) -> None:
+        """Increments since the previous call (APD's speculative-decoding counters)."""
+        name = self.model_name
+        self.spec_decode_num_drafts.labels(model_name=name).inc(num_drafts)
+        self.spec_decode_num_draft_tokens.labels(model_name=name).inc(num_draft_tokens)
+        self.spec_decode_num_accepted_tokens.labels(model_name=name).inc(num_accepted_tokens)
+        for position, count in enumerate(accepted_per_position):
+            if count:
+                self.spec_decode_num_accepted_tokens_per_pos.labels(
+                    model_name=name, position=str(position)
+                ).inc(count)
 
     def record_finished(self, request: FinishedRequest) -> None:
         name = self.model_name

@@ -68,6 +68,7 @@ class LLMEngine:
             enforce_eager=config.enforce_eager,
         )
         self.runner.warm_up()  # torch.compile happens here, before the server reports ready
+        self.stats = EngineStats()
         self.policy_context = PolicyContext(
             mask_token_id=self.mask_token_id,
             logit_shift=bool(getattr(self.loaded.model, "logit_shift", False)),
@@ -76,6 +77,7 @@ class LLMEngine:
             runner=self.runner,
             config=config,
             tokenizer_info=self.tokenizer_info,
+            stats=self.stats,
         )
         self._policies: dict[str, DecodingPolicy] = {}
         self._policy(config.decoding)  # an unavailable default policy fails at startup
@@ -88,7 +90,6 @@ class LLMEngine:
             incremental=supports_incremental_decoding(self.tokenizer_info.tokenizer),
         )
         self.requests: dict[str, Request] = {}
-        self.stats = EngineStats()
         self._seq_ids = itertools.count()
         self._seed_counter = itertools.count()
 

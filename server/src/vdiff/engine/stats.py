@@ -26,6 +26,26 @@ class EngineStats:
     last_batch_size: int = 0
     recent_batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=4096))
     """Sequences per step for the most recent steps."""
+    num_spec_drafts: int = 0
+    """APD sequence-steps that drafted positions beyond the frontier for the verifier (vLLM's drafts)."""
+    num_spec_draft_tokens: int = 0
+    """Drafted positions beyond the frontier token, which is committed unverified."""
+    num_spec_accepted_tokens: int = 0
+    num_spec_accepted_per_position: list[int] = field(default_factory=list)
+    """[i]: drafts whose i-th position beyond the frontier token was accepted."""
+
+    def record_draft(self, num_draft_tokens: int, num_accepted_tokens: int) -> None:
+        """One verified draft: positions beyond the frontier token, and how many of them were accepted."""
+        if num_draft_tokens <= 0:
+            return
+        self.num_spec_drafts += 1
+        self.num_spec_draft_tokens += num_draft_tokens
+        self.num_spec_accepted_tokens += num_accepted_tokens
+        per_position = self.num_spec_accepted_per_position
+        if len(per_position) < num_accepted_tokens:
+            per_position.extend([0] * (num_accepted_tokens - len(per_position)))
+        for position in range(num_accepted_tokens):
+            per_position[position] += 1
 
     def record_step(self, batch_size: int, num_forwards: int) -> None:
         self.num_steps += 1

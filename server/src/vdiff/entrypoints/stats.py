@@ -31,6 +31,8 @@ class EngineStatsPoller:
         self.metrics = metrics
         self.steps_seen = 0
         self.committed_seen = 0
+        self.drafts_seen = (0, 0, 0)
+        self.accepted_per_position_seen: list[int] = []
         if self.core is not None:
             metrics.bind_scheduler(self.snapshot)
 
@@ -44,6 +46,7 @@ class EngineStatsPoller:
         if self.core is None:
             return
         stats = self.core.stats
+        self._poll_drafts(stats)
         num_steps, committed = stats.num_steps, stats.num_committed_tokens
         new_steps = num_steps - self.steps_seen
         if new_steps <= 0:
@@ -55,6 +58,20 @@ class EngineStatsPoller:
         if missed > 0:
             self.metrics.engine_steps.labels(model_name=self.metrics.model_name).inc(missed)
         self.steps_seen, self.committed_seen = num_steps, committed
+
+    def _poll_drafts(self, stats: Any) -> None:
+        totals = (stats.num_spec_drafts, stats.num_spec_draft_tokens, stats.num_spec_accepted_tokens)
+        if totals == self.drafts_seen:
+            return
+        per_position = list(stats.num_spec_accepted_per_position)
+        seen = self.accepted_per_position_seen + [0] * (
+            len(per_position) - len(self.accepted_per_position_seen)
+        )
+        self.metrics.record_drafts(
+            *(now - before for now, before in zip(totals, self.drafts_seen, strict=True)),
+            [now - before for now, before in zip(per_position, seen, strict=True)],
+        )
+        self.drafts_seen, self.accepted_per_position_seen = totals, per_position
 
 
 def bind_engine_stats(engine: EngineClient, metrics: ServerMetrics) -> EngineStatsPoller:

@@ -213,6 +213,9 @@ class APDPolicy(DecodingPolicy):
         target = torch.where(weight.view(-1, 1) < 1, target, draft)
         accepted = num_accepted(draft, target, lengths.to(device)).cpu()
         draft = draft.cpu()
+        if self.context.stats is not None:
+            for row in verified:  # the frontier token is committed unverified: the draft is the rest
+                self.context.stats.record_draft(int(lengths[row]) - 1, int(accepted[row]) - 1)
         for row, (step, result) in enumerate(zip(steps, results, strict=True)):
             self._advance(step, result, draft[row, : int(accepted[row])])
 

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from vdiff.config import EngineConfig
     from vdiff.engine.model_runner import ModelRunner
     from vdiff.engine.sequence import Sequence
+    from vdiff.engine.stats import EngineStats
     from vdiff.models.base import KVCache
     from vdiff.tokenizer import TokenizerInfo
 
@@ -80,6 +81,8 @@ class PolicyContext:
     config: EngineConfig | None = None
     """The engine configuration (APD reads --draft-model from it)."""
     tokenizer_info: TokenizerInfo | None = None
+    stats: EngineStats | None = None
+    """Engine counters a policy may add to (APD records its drafts and acceptances)."""
 
 
 class DecodingPolicy(ABC):
