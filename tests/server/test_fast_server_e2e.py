@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from server.metrics_scrape import scrape
 from vdiff.config import EngineConfig
 from vdiff.entrypoints.frontend_args import FrontendArgs
 from vdiff.entrypoints.launcher import BackgroundServer
+from vdiff.entrypoints.stats import log_stats_forever
 from vdiff.sampling_params import SamplingParams
 
 MODEL = "tiny-dream"
@@ -107,3 +110,15 @@ def test_apd_drafts_show_in_vllm_spec_decode_metrics(server: BackgroundServer, c
     # every APD step commits its frontier token plus the accepted draft: 16 tokens in all
     steps = grown("vdiff:denoising_steps_per_request_sum")
     assert steps + accepted == 16
+
+
+def test_stats_log_reports_apd_acceptance(
+    server: BackgroundServer, client: openai.OpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    client.completions.create(
+        model=MODEL, prompt=PROMPT_IDS, max_tokens=12, temperature=0, extra_body={"decoding": "apd"}
+    )
+    assert server.state is not None
+    with caplog.at_level(logging.INFO, logger="vdiff.stats"), pytest.raises(TimeoutError):
+        asyncio.run(asyncio.wait_for(log_stats_forever(server.state, 0.05), timeout=0.3))
+    assert any("APD drafts: mean acceptance length" in record.message for record in caplog.records)

@@ -79,11 +79,12 @@ def bind_engine_stats(engine: EngineClient, metrics: ServerMetrics) -> EngineSta
 
 
 async def log_stats_forever(state: ServerState, interval_s: float) -> None:
-    metrics = state.metrics
+    metrics, poller = state.metrics, state.stats_poller
     last_tokens = metrics.totals.generation_tokens
+    last_drafts = poller.drafts_seen
     while True:
         await asyncio.sleep(interval_s)
-        state.stats_poller.poll()
+        poller.poll()
         tokens = metrics.totals.generation_tokens
         running, waiting = metrics.totals.num_running(), metrics.totals.num_waiting()
         if tokens != last_tokens or running or waiting:
@@ -91,4 +92,11 @@ async def log_stats_forever(state: ServerState, interval_s: float) -> None:
                 "generation throughput %.1f tokens/s, running %d seqs, waiting %d seqs",
                 (tokens - last_tokens) / interval_s, running, waiting,
             )  # fmt: skip
-        last_tokens = tokens
+        now_drafts = poller.drafts_seen
+        drafts, draft_tokens, accepted = (a - b for a, b in zip(now_drafts, last_drafts, strict=True))
+        if drafts:
+            logger.info(
+                "APD drafts: mean acceptance length %.2f, accepted %d of %d drafted tokens (%.1f %%)",
+                1 + accepted / drafts, accepted, draft_tokens, 100 * accepted / max(draft_tokens, 1),
+            )  # fmt: skip
+        last_tokens, last_drafts = tokens, now_drafts
