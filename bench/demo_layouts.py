@@ -77,13 +77,21 @@ def llada_config(size: ModelSize, vocab_size: int, ids: dict[str, int]) -> dict:
     }
 
 
-def qwen2_family_config(size: ModelSize, vocab_size: int, ids: dict[str, int], *, is_dream: bool) -> dict:
+def qwen2_family_config(
+    size: ModelSize,
+    vocab_size: int,
+    ids: dict[str, int],
+    *,
+    is_dream: bool,
+    end_of_answer: str = "<|im_end|>",
+) -> dict:
+    """A Qwen2 (or Dream) config.json; `end_of_answer` is the chat turn's end token of the tokenizer style."""
     eos = ids["<|endoftext|>"]
     config = {
         "architectures": ["DreamModel"] if is_dream else ["Qwen2ForCausalLM"],
         "attention_dropout": 0.0,
         "bos_token_id": eos,
-        "eos_token_id": eos if is_dream else ids["<|im_end|>"],
+        "eos_token_id": eos if is_dream else ids[end_of_answer],
         "hidden_act": "silu",
         "hidden_size": size.d_model,
         "initializer_range": 0.02,

@@ -57,7 +57,8 @@ def causal_answers(model_dir: Path, instances: list[TaskInstance]) -> list[str]:
         [{"role": "user", "content": PROMPT_PLACEHOLDER}], add_generation_prompt=True, tokenize=False
     )
     encoder = ChatEncoder(tokenizer, rendered)
-    pad, end = tokenizer.token_to_id("<|endoftext|>"), tokenizer.token_to_id("<|im_end|>")
+    pad = tokenizer.token_to_id("<|endoftext|>")
+    end = json.loads((model_dir / "config.json").read_text())["eos_token_id"]  # the chat turn's end
     special = SpecialIds(mask=pad, pad=pad, end_of_answer=end)
     answers = []
     with torch.no_grad():

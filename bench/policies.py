@@ -1,7 +1,8 @@
 """The decoding policies the benchmark compares: each one is a set of SamplingParams overrides.
 
 Add a row to POLICIES to benchmark a new policy; rows the engine rejects for a model (an unknown
-decoding name, APD without a verifier, APD on LLaDA, ...) are skipped with the engine's reason.
+decoding name, APD without a verifier, a verifier with another tokenizer, ...) are skipped with the
+engine's reason.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ POLICIES: tuple[Policy, ...] = (
     Policy(
         "apd-0.7",
         {"decoding": "apd", "apd_mixture_weight": 0.7},
-        "APD with the small Qwen2 verifier, R=0.7",
+        "APD with the model's small Qwen2 verifier (same tokenizer), R=0.7",
         curve="apd",
     ),
     Policy(

@@ -34,7 +34,8 @@ logger = logging.getLogger("bench.run")
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DIFFUSION_DEMO_MODELS = ("llada-demo", "dream-demo")
-VERIFIER_DEMO_MODEL = "qwen2-ar-mini-demo"
+VERIFIER_DEMO_MODELS = {"dream-demo": "qwen2-ar-mini-demo", "llada-demo": "qwen2-ar-mini-llada-demo"}
+"""The small APD verifier (same tokenizer) of each demo dLLM."""
 
 
 def checkpoint_dir(name: str) -> Path:
@@ -50,9 +51,10 @@ def resolve_model(name: str, draft_model: str | None) -> tuple[Path, Path | None
 
     if draft_model:
         return checkpoint_dir(name), Path(draft_model)
+    verifier_name = VERIFIER_DEMO_MODELS.get(name)
     verifier = None
-    if name == "dream-demo" and is_demo_model_available(VERIFIER_DEMO_MODEL):
-        verifier = checkpoint_dir(VERIFIER_DEMO_MODEL)
+    if verifier_name is not None and is_demo_model_available(verifier_name):
+        verifier = checkpoint_dir(verifier_name)
     return checkpoint_dir(name), verifier
 
 
@@ -195,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 4, 16])
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument(
-        "--draft-model", help="APD verifier for the models (default: qwen2-ar-mini-demo for dream-demo)"
+        "--draft-model", help="APD verifier for the models (default: VERIFIER_DEMO_MODELS, per demo dLLM)"
     )
     parser.add_argument("--no-http", action="store_true", help="skip the HTTP server runs")
     parser.add_argument("--name", default=None, help="results file stem (default: quick or full)")

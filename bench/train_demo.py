@@ -131,6 +131,20 @@ DEMO_SPECS = (
         task_weights=VERIFIER_MIX,
     ),
     DemoSpec(
+        "qwen2-ar-mini-llada-demo",
+        LLADA_STYLE,
+        "qwen2",
+        ModelSize(d_model=64, n_layers=2, n_heads=2, n_kv_heads=1, mlp_hidden=192),
+        steps=30000,
+        batch_size=32,
+        learning_rate=3e-3,
+        minutes=20,
+        objective="next_token",
+        is_causal=True,
+        tie_word_embeddings=True,
+        task_weights=VERIFIER_MIX,
+    ),
+    DemoSpec(
         "dream-demo",
         QWEN_STYLE,
         "Dream",
@@ -163,7 +177,13 @@ def write_checkpoint_files(spec: DemoSpec, tokenizer: Tokenizer, path: Path, see
         tensors = llada_initial_tensors(spec.size, vocab_size, seed)
         bos = ids["<|startoftext|>"]
     else:
-        config = qwen2_family_config(spec.size, vocab_size, ids, is_dream=spec.model_type == "Dream")
+        config = qwen2_family_config(
+            spec.size,
+            vocab_size,
+            ids,
+            is_dream=spec.model_type == "Dream",
+            end_of_answer=spec.style.end_of_answer,
+        )
         config["tie_word_embeddings"] = spec.tie_word_embeddings
         tensors = qwen2_initial_tensors(spec.size, vocab_size, seed)
         if spec.tie_word_embeddings:

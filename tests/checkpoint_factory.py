@@ -378,24 +378,37 @@ def _make_qwen2_family_checkpoint(
     max_position_embeddings: int = 512,
     rope_theta: float = 1000000.0,
     generation_config: dict | None = None,
+    tokenizer_of: str = "dream",
 ) -> Path:
+    """`tokenizer_of`: "dream" (Qwen2's tokenizer layout) or "llada" (an AR model sharing LLaDA's
+    tokenizer and chat template, the APD verifier of a LLaDA model)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer(DREAM_SPECIAL_TOKENS, qwen_normalizer=True)
     is_dream = model_type == "Dream"
     roles = {"eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>"}
+    if tokenizer_of == "llada":
+        tokenizer = build_tokenizer(LLADA_SPECIAL_TOKENS, qwen_normalizer=False)
+        tokenizer_class, chat_template, turn_end, mask = (
+            "PreTrainedTokenizerFast", LLADA_CHAT_TEMPLATE, "<|eot_id|>", "<|mdm_mask|>",
+        )  # fmt: skip
+        roles |= {"bos_token": "<|startoftext|>"}
+    else:
+        tokenizer = build_tokenizer(DREAM_SPECIAL_TOKENS, qwen_normalizer=True)
+        tokenizer_class, chat_template, turn_end, mask = (
+            "Qwen2Tokenizer", QWEN_CHAT_TEMPLATE, "<|im_end|>", "<|mask|>",
+        )  # fmt: skip
     if is_dream:
         roles |= {"bos_token": "<|beginoftext|>", "mask_token": "<|mask|>"}
     ids = _write_tokenizer(
         path,
         tokenizer,
-        tokenizer_class="Qwen2Tokenizer",
-        chat_template=QWEN_CHAT_TEMPLATE,
+        tokenizer_class=tokenizer_class,
+        chat_template=chat_template,
         special_roles=roles,
         model_max_length=max_position_embeddings,
     )
     vocab_size = tokenizer.get_vocab_size()
-    eos_id, im_end_id, mask_id = ids["<|endoftext|>"], ids["<|im_end|>"], ids["<|mask|>"]
+    eos_id, im_end_id, mask_id = ids["<|endoftext|>"], ids[turn_end], ids[mask]
     tensors = _qwen2_tensors(
         _Init(seed, dtype),
         vocab_size=vocab_size,

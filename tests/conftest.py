@@ -29,3 +29,9 @@ def dream_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def qwen2_ar_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_qwen2_ar_checkpoint(tmp_path_factory.mktemp("qwen2-ar-tiny"))
+
+
+@pytest.fixture(scope="session")
+def llada_ar_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Qwen2 causal LM with the tiny LLaDA's tokenizer: an APD verifier for llada_checkpoint."""
+    return make_qwen2_ar_checkpoint(tmp_path_factory.mktemp("llada-ar-tiny"), tokenizer_of="llada")

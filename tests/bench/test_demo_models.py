@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from vdiff.demo import DEFAULT_DEMO_MODEL, DEMO_MODEL_NAMES, demo_model_path, is_demo_model_available
@@ -40,3 +41,21 @@ def test_shipped_demo_model_reaches_its_recorded_accuracy(name: str) -> None:
     single, multi = mean(SINGLE_ANSWER_TASKS), mean(MULTI_ANSWER_TASKS)
     assert single >= recorded["single_answer_mean"] - TOLERANCE["single"], (name, hits)
     assert multi >= recorded["multi_answer_mean"] - TOLERANCE["multi"], (name, hits)
+
+
+def test_demo_names_resolve_like_model_ids_unless_a_directory_has_that_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`vdiff serve dream-demo --draft-model qwen2-ar-mini-demo` serves the shipped pair, with APD."""
+    from vdiff import LLM, SamplingParams
+    from vdiff.models.loader import resolve_model_path
+
+    assert resolve_model_path("dream-demo") == demo_model_path("dream-demo")
+    llm = LLM("dream-demo", draft_model="qwen2-ar-mini-demo", device="cpu")
+    params = SamplingParams(max_tokens=8, temperature=0, decoding="apd")
+    output = llm.chat([{"role": "user", "content": "Copy 90817."}], params)[0]
+    assert output.outputs[0].text == "90817"
+
+    (tmp_path / "dream-demo").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert resolve_model_path("dream-demo") == (tmp_path / "dream-demo").resolve()

@@ -22,6 +22,7 @@ def test_smoke_training_writes_loadable_real_layout_checkpoints(tmp_path: Path) 
         "dream-demo": ("Dream", "model.layers.0.self_attn.q_proj.bias", True),
         "qwen2-ar-demo": ("qwen2", "model.layers.0.mlp.gate_proj.weight", True),
         "qwen2-ar-mini-demo": ("qwen2", "model.layers.0.mlp.gate_proj.weight", True),
+        "qwen2-ar-mini-llada-demo": ("qwen2", "model.layers.0.mlp.gate_proj.weight", True),
     }
     for name, (model_type, probe_tensor, shifted) in expected.items():
         path = tmp_path / name
@@ -56,3 +57,8 @@ def test_smoke_training_writes_loadable_real_layout_checkpoints(tmp_path: Path) 
     assert dream_vocab == (tmp_path / "qwen2-ar-mini-demo" / "tokenizer.json").read_text()
     mini_config = json.loads((tmp_path / "qwen2-ar-mini-demo" / "config.json").read_text())
     assert mini_config["tie_word_embeddings"] is True
+    llada_vocab = (tmp_path / "llada-demo" / "tokenizer.json").read_text()
+    assert llada_vocab == (tmp_path / "qwen2-ar-mini-llada-demo" / "tokenizer.json").read_text()
+    llada_verifier = json.loads((tmp_path / "qwen2-ar-mini-llada-demo" / "config.json").read_text())
+    eot = json.loads(llada_vocab)["added_tokens"]
+    assert llada_verifier["eos_token_id"] == next(t["id"] for t in eot if t["content"] == "<|eot_id|>")

@@ -1,5 +1,6 @@
-"""APD through the real engine: a plain single-sequence APD oracle, left-to-right limits, verifier cache,
-ragged frontiers in a batch, and the startup checks of --draft-model."""
+"""APD through the real engine on both families (Dream with a Qwen2 verifier; LLaDA with a Qwen2-layout
+verifier sharing its tokenizer): a plain single-sequence APD oracle, left-to-right limits, verifier
+cache, ragged frontiers in a batch, the draft counters, and the startup checks of --draft-model."""
 
 from __future__ import annotations
 
@@ -21,9 +22,15 @@ FULL_RECOMPUTE = 10_000
 """A KV window wider than any canvas: every step recomputes the dLLM from position 0 (APD's W=None)."""
 
 
-@pytest.fixture(scope="module")
-def apd_engine(dream_checkpoint: Path, qwen2_ar_checkpoint: Path) -> LLMEngine:
-    return make_engine(dream_checkpoint, draft_model=str(qwen2_ar_checkpoint))
+@pytest.fixture(scope="module", params=["dream", "llada"])
+def apd_engine(request: pytest.FixtureRequest) -> LLMEngine:
+    """APD on each family: Dream (logit shift) with a Qwen2 verifier, LLaDA with a Qwen2-layout verifier
+    that shares LLaDA's tokenizer."""
+    dllm, verifier = {
+        "dream": ("dream_checkpoint", "qwen2_ar_checkpoint"),
+        "llada": ("llada_checkpoint", "llada_ar_checkpoint"),
+    }[request.param]
+    return make_engine(request.getfixturevalue(dllm), draft_model=str(request.getfixturevalue(verifier)))
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +48,7 @@ def _logits(model, ids: list[int]) -> torch.Tensor:
     with torch.inference_mode():
         x = torch.tensor([ids])
         logits = model(x, torch.arange(len(ids)).unsqueeze(0)).logits.float()
-    return shift_logits(logits)[0].clone()
+    return (shift_logits(logits) if model.logit_shift else logits)[0].clone()
 
 
 def apd_oracle(
@@ -162,7 +169,7 @@ def test_diffusion_model_as_verifier_is_a_startup_error(dream_checkpoint: Path) 
 
 
 def test_transformers_fallback_verifier_matches_the_native_one(
-    apd_engine: LLMEngine, tmp_path: Path, qwen2_ar_checkpoint: Path, dream_checkpoint: Path
+    tmp_path: Path, qwen2_ar_checkpoint: Path, dream_checkpoint: Path
 ) -> None:
     """A non-native model_type loads through AutoModelForCausalLM: here the same weights as 'llama'."""
     import json
@@ -181,7 +188,8 @@ def test_transformers_fallback_verifier_matches_the_native_one(
     fallback = make_engine(dream_checkpoint, draft_model=str(llama))
     assert not fallback._policy("apd").verifier.supports_kv_cache
     params = _apd(apd_mixture_weight=0.4, apd_max_lookahead=4)
-    native = run_one_by_one(apd_engine, [(p, params) for p in PROMPTS[:2]])
+    native_engine = make_engine(dream_checkpoint, draft_model=str(qwen2_ar_checkpoint))
+    native = run_one_by_one(native_engine, [(p, params) for p in PROMPTS[:2]])
     via_transformers = run_one_by_one(fallback, [(p, params) for p in PROMPTS[:2]])
     assert [r.token_ids for r in via_transformers] == [r.token_ids for r in native]
 

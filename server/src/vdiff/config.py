@@ -20,7 +20,8 @@ class EngineConfig:
     """
 
     model: str
-    """Local directory or Hugging Face repo id (resolved from the local cache)."""
+    """Local directory, shipped demo model name (llada-demo, dream-demo, ...) or Hugging Face repo id
+    (resolved from the local cache)."""
     tokenizer: str | None = None
     """Tokenizer directory or repo id (default: the model's own)."""
     revision: str | None = None

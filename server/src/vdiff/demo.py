@@ -6,10 +6,17 @@ from pathlib import Path
 
 DEMO_MODELS_DIR = Path(__file__).resolve().parent / "demo_models"
 DEFAULT_DEMO_MODEL = "llada-demo"
-DEMO_MODEL_NAMES = ("llada-demo", "dream-demo", "qwen2-ar-demo", "qwen2-ar-mini-demo")
+DEMO_MODEL_NAMES = (
+    "llada-demo",
+    "dream-demo",
+    "qwen2-ar-demo",
+    "qwen2-ar-mini-demo",
+    "qwen2-ar-mini-llada-demo",
+)
 """llada-demo: LLaDA layout (default served model); dream-demo: Dream layout; qwen2-ar-demo: the
 causal Qwen2 model dream-demo was initialised from (an APD verifier as large as the dLLM);
-qwen2-ar-mini-demo: the small APD verifier, both sharing dream-demo's tokenizer."""
+qwen2-ar-mini-demo: the small APD verifier, both sharing dream-demo's tokenizer;
+qwen2-ar-mini-llada-demo: the same small verifier with llada-demo's tokenizer (APD for llada-demo)."""
 
 
 def demo_model_path(name: str = DEFAULT_DEMO_MODEL) -> Path:

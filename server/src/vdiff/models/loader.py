@@ -51,10 +51,15 @@ def _hub_offline() -> bool:
 
 
 def resolve_model_path(model: str, revision: str | None = None, cache_dir: str | Path | None = None) -> Path:
-    """A local directory as is; otherwise a hub repo id from the local HF cache (downloaded when online)."""
+    """A local directory as is; a shipped demo model by its name (vdiff.demo); otherwise a hub repo id
+    from the local HF cache (downloaded when online)."""
     local = Path(model).expanduser()
     if local.is_dir():
         return local.resolve()
+    from vdiff.demo import DEMO_MODEL_NAMES, demo_model_path, is_demo_model_available
+
+    if model in DEMO_MODEL_NAMES and is_demo_model_available(model):
+        return demo_model_path(model)
     if local.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1:
         raise VdiffValidationError(f"Model path {model!r} is not a directory", "model")
     from huggingface_hub import snapshot_download
