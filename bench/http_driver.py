@@ -68,8 +68,6 @@ def served_model(model_dir: Path, served_name: str, extra_args: list[str], log_p
         served_name,
         "--max-num-seqs",
         "16",
-        "--device",
-        "cpu",
         "--disable-log-stats",
         "--uvicorn-log-level",
         "warning",

@@ -92,6 +92,7 @@ def bench_engine(
     concurrencies: list[int],
     max_tokens: int,
     skipped: dict[str, str],
+    device: str = "cpu",
 ) -> dict[str, Any]:
     from vdiff.config import EngineConfig
     from vdiff.engine.llm_engine import LLMEngine
@@ -101,7 +102,7 @@ def bench_engine(
         return LLMEngine(
             EngineConfig(
                 model=str(model_dir),
-                device="cpu",
+                device=device,
                 max_num_seqs=max(concurrencies),
                 draft_model=str(draft) if draft else None,
             )
@@ -156,11 +157,14 @@ def bench_http(
     max_tokens: int,
     log_dir: Path,
     skipped: dict[str, str],
+    device: str = "cpu",
 ) -> dict[str, Any]:
     from bench.http_driver import probe_policy, run_http_closed_loop, served_model
 
     # The server accepts a verifier only with APD as its default; every policy row names its decoding.
-    extra_args = ["--decoding", "apd", "--draft-model", str(verifier)] if verifier else []
+    extra_args = ["--device", device]
+    if verifier:
+        extra_args += ["--decoding", "apd", "--draft-model", str(verifier)]
     results: dict[str, Any] = {}
     with served_model(model_dir, model_name, extra_args, log_dir / f"serve-{model_name}.log") as base_url:
         for policy in policies:
@@ -202,6 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-http", action="store_true", help="skip the HTTP server runs")
     parser.add_argument("--name", default=None, help="results file stem (default: quick or full)")
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--device", default="cpu", help="engine and server device (cpu, cuda, ...)")
     parser.add_argument(
         "--threads",
         type=int,
@@ -226,7 +231,12 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, Any] = {
         "name": name,
         "created_unix": int(time.time()),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": args.threads},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "torch_threads": args.threads,
+            "device": args.device,
+        },
         "settings": {
             "examples_per_task": args.examples,
             "http_examples_per_task": 0 if args.no_http else args.http_examples,
@@ -253,6 +263,7 @@ def main(argv: list[str] | None = None) -> None:
             args.concurrency,
             args.max_tokens,
             skipped["engine"],
+            args.device,
         )
         if "--draft-model" in skipped["engine"]:
             verifier = None
@@ -268,6 +279,7 @@ def main(argv: list[str] | None = None) -> None:
                     args.max_tokens,
                     Path(tempfile.gettempdir()),
                     skipped["http"],
+                    args.device,
                 )
             except (FileNotFoundError, RuntimeError) as error:
                 results["notes"].append(f"HTTP benchmark of {label} skipped: {error}")

@@ -57,12 +57,13 @@ def measure(
     input_len: int,
     output_len: int,
     concurrency: int,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     from vdiff import SamplingParams
     from vdiff.config import EngineConfig
     from vdiff.engine.llm_engine import LLMEngine
 
-    engine = LLMEngine(EngineConfig(model=str(model_dir), device="cpu", max_num_seqs=concurrency))
+    engine = LLMEngine(EngineConfig(model=str(model_dir), device=device, max_num_seqs=concurrency))
     prompts = fixed_length_prompts(engine, num_requests, input_len)
     cells: dict[str, Any] = {}
     for name in configurations:
@@ -125,6 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--input-len", type=int, default=64)
     parser.add_argument("--output-len", type=int, default=128)
     parser.add_argument("--concurrency", type=int, default=16, help="compared with 1 (one by one)")
+    parser.add_argument("--device", default="cpu", help="engine device (cpu, cuda, ...)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--name", default="throughput")
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
@@ -148,6 +150,7 @@ def main(argv: list[str] | None = None) -> None:
             args.input_len,
             args.output_len,
             args.concurrency,
+            args.device,
         )
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / f"{args.name}.json").write_text(json.dumps(results, indent=2) + "\n")
