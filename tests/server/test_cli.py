@@ -159,6 +159,16 @@ def test_no_model_serves_the_demo_or_says_what_to_pass(
         assert "vdiff serve MODEL" in err and "VDIFF_MODEL" in err
 
 
+def test_demo_model_names_pass_the_model_checks(capsys: pytest.CaptureFixture[str]) -> None:
+    if cli.demo_model() is None:
+        pytest.skip("this install has no demo checkpoints")
+    argv = ["dream-demo", "--decoding", "apd", "--draft-model", "qwen2-ar-mini-demo"]
+    config, _ = cli.build_configs(resolve_serve_args(make_arg_parser(), argv, {}))
+    assert (config.model, config.draft_model) == ("dream-demo", "qwen2-ar-mini-demo")
+    err = run_cli(["dream-demo-typo"], capsys)
+    assert "demo model name" in err
+
+
 def test_resolved_configuration_log_hides_the_api_key(tmp_path: Path) -> None:
     serve_args = resolve_serve_args(make_arg_parser(), [str(tmp_path), "--api-key", "s3cret"], {})
     config, frontend = cli.build_configs(serve_args)
