@@ -13,7 +13,6 @@ Times are ratios within one run, never assertions.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -23,7 +22,8 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+from bench.report import DIFFUSION_DEMO_MODELS, RESULTS_DIR, save_results
+
 MODES = ("none", "prefix", "dual")
 VICINITY_MODE = "dual-vicinity"
 
@@ -124,9 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--models", nargs="+", default=["llada-demo", "dream-demo"], help="demo names or dirs"
-    )
+    parser.add_argument("--models", nargs="+", default=list(DIFFUSION_DEMO_MODELS), help="demo names or dirs")
     parser.add_argument("--prompt", type=int, nargs="+", default=[64, 512], help="prompt lengths")
     parser.add_argument("--generate", type=int, default=256, help="answer (canvas) length after the prompt")
     parser.add_argument("--block", type=int, default=32)
@@ -153,11 +151,7 @@ def main(argv: list[str] | None = None) -> None:
         results["models"][model_dir.name] = measure(
             model_dir, shapes, args.block, args.rows, args.repeats, args.vicinity
         )
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / f"{args.name}.json").write_text(json.dumps(results, indent=2) + "\n")
-    table = markdown(results)
-    (args.out_dir / f"{args.name}.md").write_text(table + "\n")
-    print(table)
+    save_results(results, markdown(results), args.out_dir, args.name)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,18 @@ from typing import Any
 from bench.engine_driver import RunRecord
 from bench.policies import REFERENCE_POLICY
 from bench.tasks import MULTI_ANSWER_TASKS, SINGLE_ANSWER_TASKS
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+DIFFUSION_DEMO_MODELS = ("llada-demo", "dream-demo")
+"""The models every benchmark runs by default."""
+
+
+def save_results(results: dict[str, Any], table: str, out_dir: Path, name: str) -> None:
+    """<name>.json (every number) and <name>.md (the table) in out_dir; prints the table."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out_dir / f"{name}.md").write_text(table + "\n")
+    print(table)
 
 
 def percentile(values: list[float], fraction: float) -> float:

@@ -27,13 +27,18 @@ if __package__ in (None, ""):  # `python bench/run.py`
 
 from bench.engine_driver import RunRecord, chat_prompt_ids, run_closed_loop
 from bench.policies import Policy, curves, select_policies
-from bench.report import accuracy_groups, add_ratios, summarize_runs, write_report
+from bench.report import (
+    DIFFUSION_DEMO_MODELS,
+    RESULTS_DIR,
+    accuracy_groups,
+    add_ratios,
+    summarize_runs,
+    write_report,
+)
 from bench.tasks import TASKS, TaskInstance, eval_set
 
 logger = logging.getLogger("bench.run")
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
-DIFFUSION_DEMO_MODELS = ("llada-demo", "dream-demo")
 VERIFIER_DEMO_MODELS = {"dream-demo": "qwen2-ar-mini-demo", "llada-demo": "qwen2-ar-mini-llada-demo"}
 """The small APD verifier (same tokenizer) of each demo dLLM."""
 

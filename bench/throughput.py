@@ -14,7 +14,6 @@ whether it did. Times are ratios within one run, never assertions.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,9 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.engine_driver import drive_closed_loop
+from bench.report import DIFFUSION_DEMO_MODELS, RESULTS_DIR, save_results
 from bench.tasks import TASKS, eval_set
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 CONFIGURATIONS: dict[str, dict[str, Any]] = {
     "reference": {"decoding": "reference"},
     "threshold-0.9": {"decoding": "threshold", "threshold": 0.9},
@@ -116,9 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--models", nargs="+", default=["llada-demo", "dream-demo"], help="demo names or dirs"
-    )
+    parser.add_argument("--models", nargs="+", default=list(DIFFUSION_DEMO_MODELS), help="demo names or dirs")
     parser.add_argument(
         "--configurations", nargs="+", default=list(CONFIGURATIONS), choices=list(CONFIGURATIONS)
     )
@@ -152,11 +149,7 @@ def main(argv: list[str] | None = None) -> None:
             args.concurrency,
             args.device,
         )
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / f"{args.name}.json").write_text(json.dumps(results, indent=2) + "\n")
-    table = markdown(results)
-    (args.out_dir / f"{args.name}.md").write_text(table + "\n")
-    print(table)
+    save_results(results, markdown(results), args.out_dir, args.name)
 
 
 if __name__ == "__main__":
