@@ -30,3 +30,9 @@ def is_demo_model_available(name: str = DEFAULT_DEMO_MODEL) -> bool:
     """True when the checkpoint files of the demo model are present (they ship as package data)."""
     path = demo_model_path(name)
     return (path / "config.json").is_file() and (path / "model.safetensors").is_file()
+
+
+def shipped_demo_path(name: str) -> Path | None:
+    """The directory of demo model `name` when it is one and its files are present, else None (so a
+    model argument can name a demo model like a hub id)."""
+    return demo_model_path(name) if name in DEMO_MODEL_NAMES and is_demo_model_available(name) else None

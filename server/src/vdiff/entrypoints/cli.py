@@ -40,17 +40,11 @@ def demo_model() -> tuple[str, str] | None:
     return str(demo.demo_model_path()), demo.DEFAULT_DEMO_MODEL
 
 
-def _is_demo_model_name(value: str) -> bool:
-    if importlib.util.find_spec("vdiff.demo") is None:
-        return False
-    from vdiff import demo
-
-    return value in demo.DEMO_MODEL_NAMES and demo.is_demo_model_available(value)
-
-
 def _check_model_reference(value: str, flag: str) -> None:
+    from vdiff.demo import shipped_demo_path
+
     path = Path(value).expanduser()
-    if not path.exists() and _is_demo_model_name(value):
+    if not path.exists() and shipped_demo_path(value) is not None:
         return
     looks_like_path = value.startswith(("/", ".", "~")) or path.exists() or not HF_REPO_ID.match(value)
     if looks_like_path and not path.is_dir():

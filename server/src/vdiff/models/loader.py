@@ -56,10 +56,11 @@ def resolve_model_path(model: str, revision: str | None = None, cache_dir: str |
     local = Path(model).expanduser()
     if local.is_dir():
         return local.resolve()
-    from vdiff.demo import DEMO_MODEL_NAMES, demo_model_path, is_demo_model_available
+    from vdiff.demo import shipped_demo_path
 
-    if model in DEMO_MODEL_NAMES and is_demo_model_available(model):
-        return demo_model_path(model)
+    demo = shipped_demo_path(model)
+    if demo is not None:
+        return demo
     if local.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1:
         raise VdiffValidationError(f"Model path {model!r} is not a directory", "model")
     from huggingface_hub import snapshot_download
