@@ -8,7 +8,14 @@ import time
 import pytest
 from vdiff.config import EngineConfig
 from vdiff.engine.async_engine import AsyncLLMEngine
-from vdiff.errors import EngineDeadError, EngineDrainingError, QueueFullError, VdiffValidationError
+from vdiff.engine.step_guard import MAX_CONSECUTIVE_FORWARD_FAILURES
+from vdiff.errors import (
+    EngineDeadError,
+    EngineDrainingError,
+    QueueFullError,
+    RequestFailedError,
+    VdiffValidationError,
+)
 from vdiff.sampling_params import SamplingParams
 
 LONG = SamplingParams(max_tokens=256, block_length=8, ignore_eos=True)
@@ -51,8 +58,7 @@ async def test_generate_streams_the_frontier(engine: AsyncLLMEngine) -> None:
 
 
 async def test_errors_are_raised_before_the_first_output(engine: AsyncLLMEngine) -> None:
-    bad = SamplingParams(max_tokens=4)
-    bad.steps = 0
+    bad = SamplingParams(max_tokens=4, steps=10**12)  # more steps than the context has positions
     with pytest.raises(VdiffValidationError) as error:
         await engine.generate(prompt_ids(engine), bad, "bad").__anext__()
     assert error.value.param == "steps"
@@ -114,17 +120,27 @@ async def test_concurrent_clients_batch_then_drain_refuses_and_aborts(llada_chec
     assert not client.is_running
 
 
-async def test_an_exception_in_the_loop_kills_the_engine(llada_checkpoint) -> None:
+async def test_a_model_that_keeps_failing_kills_the_engine(llada_checkpoint) -> None:
+    """One failing forward fails its request (RequestFailedError); when every forward fails for
+    MAX_CONSECUTIVE_FORWARD_FAILURES steps in a row the model is broken and the loop dies."""
     client = _make(llada_checkpoint)
     try:
 
         def broken_forward(*args, **kwargs):
             raise RuntimeError("device lost")
 
-        client.engine.runner.model.forward = broken_forward  # fault injection: the next forward fails
-        with pytest.raises(EngineDeadError):
-            async for _ in client.generate(prompt_ids(client), SamplingParams(max_tokens=8), "victim"):
-                pass
+        client.engine.runner.model.forward = broken_forward  # fault injection: every forward fails
+        errors = []
+        for attempt in range(MAX_CONSECUTIVE_FORWARD_FAILURES + 1):
+            with pytest.raises((RequestFailedError, EngineDeadError)) as error:
+                async for _ in client.generate(
+                    prompt_ids(client), SamplingParams(max_tokens=8), f"v{attempt}"
+                ):
+                    pass
+            errors.append(type(error.value))
+            if client.errored:
+                break
+        assert errors[0] is RequestFailedError
         assert client.errored and not client.is_running
         with pytest.raises(EngineDeadError):
             await client.check_health()

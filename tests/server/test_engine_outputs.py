@@ -115,25 +115,16 @@ def test_n_sequences_share_a_request(engine: LLMEngine) -> None:
     assert sampled.outputs[0].token_ids != sampled.outputs[1].token_ids
 
 
-def _mutated(**changes: object) -> SamplingParams:
-    params = SamplingParams()
-    for name, value in changes.items():
-        setattr(params, name, value)
-    return params
-
-
 @pytest.mark.parametrize(
     ("prompt", "params", "field"),
     [
-        ("hi", _mutated(steps=0), "steps"),
-        ("hi", _mutated(temperature=-0.5), "temperature"),
-        ("hi", _mutated(remasking="sometimes"), "remasking"),
-        ("hi", _mutated(alg="magic"), "alg"),
-        ("hi", _mutated(max_tokens=0), "max_tokens"),
-        ("hi", _mutated(top_p=0.0), "top_p"),
-        ("hi", _mutated(block_length=0), "block_length"),
-        ("hi", _mutated(decoding="warp"), "decoding"),
         ("hi", SamplingParams(max_tokens=511), "max_tokens"),  # context is 512
+        ("hi", SamplingParams(max_tokens=8, steps=10**12), "steps"),  # more steps than the context
+        ("hi", SamplingParams(stop_token_ids=[10**6]), "stop_token_ids"),
+        ("hi", SamplingParams(logit_bias={10**6: 1.0}), "logit_bias"),
+        ("hi", SamplingParams(allowed_token_ids=[10**6]), "allowed_token_ids"),
+        ("hi", SamplingParams(n=129), "n"),
+        ("hi", SamplingParams(logprobs=21), "logprobs"),
         ([], SamplingParams(), "prompt"),
         ([10**9], SamplingParams(), "prompt"),
     ],
@@ -147,7 +138,16 @@ def test_invalid_requests_raise_validation_errors_naming_the_field(engine, promp
 
 
 def test_sampling_params_reject_bad_values_at_construction() -> None:
-    for field, value in [("steps", 0), ("temperature", -1.0), ("remasking", "x"), ("alg", "x")]:
+    cases = [
+        ("steps", 0), ("temperature", -1.0), ("temperature", float("nan")), ("remasking", "x"), ("alg", "x"),
+        ("max_tokens", 0), ("top_p", 0.0), ("block_length", 0), ("decoding", "warp"),
+        ("alg_temp", float("inf")), ("temperature", 2.5),
+        ("factor", -1.0), ("cfg_scale", float("nan")), ("repetition_penalty", 0.0), ("min_p", 5.0),
+        ("presence_penalty", 50.0), ("seed", 2**64), ("seed", -(2**63) - 1), ("top_k", -2),
+        ("apd_kv_window", 0), ("apd_max_lookahead", 0), ("min_tokens", 17), ("logit_bias", {1: float("nan")}),
+        ("allowed_token_ids", []), ("stop", [""]),
+    ]  # fmt: skip
+    for field, value in cases:
         with pytest.raises(VdiffValidationError) as error:
             SamplingParams(**{field: value})
         assert error.value.param == field

@@ -46,6 +46,7 @@ def _generator(engine: LLMEngine, seed: int | None) -> torch.Generator | None:
 
 
 def llada_oracle(engine: LLMEngine, prompt: list[int], params: SamplingParams, gen_length: int) -> list[int]:
+    params = engine.input_processor.resolve(params)
     generator = _generator(engine, params.seed)
     tokens = llada_generate(
         engine.loaded.model,
@@ -63,6 +64,7 @@ def llada_oracle(engine: LLMEngine, prompt: list[int], params: SamplingParams, g
 
 
 def dream_oracle(engine: LLMEngine, prompt: list[int], params: SamplingParams) -> list[int]:
+    params = engine.input_processor.resolve(params)
     generator = _generator(engine, params.seed)
     return dream_diffusion_generate(
         engine.loaded.model,
@@ -127,7 +129,7 @@ def test_dream_matches_reference_diffusion_generate(dream_engine: LLMEngine, par
 
 
 def test_dream_family_defaults_are_entropy_over_the_whole_canvas(dream_engine: LLMEngine) -> None:
-    resolved = dream_engine.resolve_params(SamplingParams(max_tokens=12))
+    resolved = dream_engine.input_processor.resolve(SamplingParams(max_tokens=12))
     assert (resolved.alg, resolved.alg_temp, resolved.block_length, resolved.remasking) == (
         "entropy",
         0.0,

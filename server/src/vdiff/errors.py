@@ -39,3 +39,7 @@ class QueueFullError(RuntimeError):
 
 class EngineDrainingError(RuntimeError):
     """The engine is shutting down and accepts no new requests; mapped to 503."""
+
+
+class RequestFailedError(RuntimeError):
+    """The engine failed while decoding this request (not the client's fault); mapped to 500."""

@@ -1,96 +1,141 @@
-"""Per-request sampling and diffusion decoding parameters (vLLM-like)."""
+"""Per-request sampling and diffusion decoding parameters (vLLM's SamplingParams, plus the knobs)."""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
-from vdiff.errors import VdiffValidationError, check_choice
+from vdiff.errors import VdiffValidationError
+from vdiff.knobs import KNOBS, RequestKnobs
 
-REMASKING_STRATEGIES = ("low_confidence", "random")
-DREAM_ALGORITHMS = ("origin", "maskgit_plus", "topk_margin", "entropy")
-DECODING_POLICIES = ("reference", "threshold", "apd")
-KV_CACHE_MODES = ("none", "prefix", "dual")
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
+"""vLLM's bounds for `seed` (torch.iinfo(torch.long), vllm/entrypoints/openai protocol)."""
+LOGIT_BIAS_LIMIT = 100.0
+"""vLLM clamps every logit_bias value to [-100, 100]."""
 
 
-@dataclass(slots=True)
-class SamplingParams:
-    """What to generate and how to decode it.
+@dataclass(frozen=True, slots=True)
+class SamplingParams(RequestKnobs):  # type: ignore[misc, valid-type]
+    """What to generate and how to decode it; immutable.
 
-    Fields left as None are filled from the model family's defaults and the checkpoint's
-    `generation_config.json` by `resolve()` before the request is scheduled.
+    The decoding knobs (temperature, top_p, top_k, min_p, penalties, steps, block_length, threshold, ...,
+    see vdiff.knobs) are inherited keyword fields; None means "not set": the input processor fills them
+    from the server flags, `generation_config.json` and the model family before the request is scheduled.
+    Intrinsic ranges are checked here, once; checks that need the model (context length, vocabulary) are
+    the input processor's.
     """
 
     n: int = 1
     max_tokens: int = 16
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int = -1
     seed: int | None = None
-    stop: list[str] = field(default_factory=list)
-    stop_token_ids: list[int] = field(default_factory=list)
+    stop: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()
+    include_stop_str_in_output: bool = False
     ignore_eos: bool = False
-    # Diffusion knobs. None means "model family default".
-    steps: int | None = None
-    block_length: int | None = None
-    remasking: str | None = None  # LLaDA: low_confidence | random
-    cfg_scale: float = 0.0  # LLaDA classifier-free guidance
-    alg: str | None = None  # Dream: origin | maskgit_plus | topk_margin | entropy
-    alg_temp: float | None = None
-    eps: float = 1e-3  # Dream's time schedule floor
-    # Fast decoding (see docs/configuration.md). None means "server default".
-    decoding: str | None = None  # reference | threshold | apd
-    threshold: float | None = None
-    factor: float | None = None
-    kv_cache: str | None = None  # none | prefix | dual
-    kv_cache_vicinity: int | None = None  # positions left of the block recomputed every step
-    apd_mixture_weight: float | None = None
-    apd_kv_window: int | None = None
-    apd_max_lookahead: int | None = None
+    min_tokens: int = 0
+    """No end token (EOS or stop_token_ids) at generation positions before this one."""
+    logit_bias: dict[int, float] | None = None
+    allowed_token_ids: tuple[int, ...] | None = None
+    bad_words: tuple[str, ...] | None = None
+    bad_words_token_ids: tuple[tuple[int, ...], ...] | None = None
+    """Filled by the input processor from bad_words (each word with and without a leading space)."""
+    logprobs: int | None = None
+    """Return the log-probability of each committed token and of this many alternatives (0 = none)."""
+    skip_special_tokens: bool = True
+    spaces_between_special_tokens: bool = True
 
     def __post_init__(self) -> None:
-        if isinstance(self.stop, str):
-            self.stop = [self.stop]
+        _set(self, "stop", _as_tuple(self.stop, str, "stop"))
+        _set(self, "stop_token_ids", _as_tuple(self.stop_token_ids, int, "stop_token_ids"))
+        if self.allowed_token_ids is not None:
+            _set(self, "allowed_token_ids", _as_tuple(self.allowed_token_ids, int, "allowed_token_ids"))
+        if self.bad_words is not None:
+            _set(self, "bad_words", _as_tuple(self.bad_words, str, "bad_words"))
         self.validate()
 
     def validate(self) -> None:
         """Raise VdiffValidationError naming the field for values that can never be served."""
-        if self.n < 1:
-            raise VdiffValidationError("n must be at least 1", "n")
-        if self.max_tokens < 1:
-            raise VdiffValidationError("max_tokens must be at least 1", "max_tokens")
-        if self.temperature < 0:
-            raise VdiffValidationError("temperature must be non-negative", "temperature")
-        if not 0 < self.top_p <= 1:
-            raise VdiffValidationError("top_p must be in (0, 1]", "top_p")
-        if self.top_k == 0 or self.top_k < -1:
-            raise VdiffValidationError("top_k must be -1 (disabled) or at least 1", "top_k")
-        if self.steps is not None and self.steps < 1:
-            raise VdiffValidationError("steps must be at least 1", "steps")
-        if self.block_length is not None and self.block_length < 1:
-            raise VdiffValidationError("block_length must be at least 1", "block_length")
-        check_choice(self.remasking, REMASKING_STRATEGIES, "remasking", optional=True)
-        check_choice(self.alg, DREAM_ALGORITHMS, "alg", optional=True)
-        if self.alg_temp is not None and self.alg_temp < 0:
-            raise VdiffValidationError("alg_temp must be non-negative", "alg_temp")
-        if self.cfg_scale < 0:
-            raise VdiffValidationError("cfg_scale must be non-negative", "cfg_scale")
-        if not 0 < self.eps < 1:
-            raise VdiffValidationError("eps must be in (0, 1)", "eps")
-        check_choice(self.decoding, DECODING_POLICIES, "decoding", optional=True)
-        if self.threshold is not None and not 0 < self.threshold <= 1:
-            raise VdiffValidationError("threshold must be in (0, 1]", "threshold")
-        if self.factor is not None and self.factor <= 0:
-            raise VdiffValidationError("factor must be positive", "factor")
-        check_choice(self.kv_cache, KV_CACHE_MODES, "kv_cache", optional=True)
-        if self.kv_cache_vicinity is not None and self.kv_cache_vicinity < 0:
-            raise VdiffValidationError("kv_cache_vicinity must be >= 0", "kv_cache_vicinity")
-        if self.apd_mixture_weight is not None and not 0 <= self.apd_mixture_weight <= 1:
-            raise VdiffValidationError("apd_mixture_weight must be in [0, 1]", "apd_mixture_weight")
-        if self.apd_kv_window is not None and self.apd_kv_window < 1:
-            raise VdiffValidationError("apd_kv_window must be at least 1", "apd_kv_window")
-        if self.apd_max_lookahead is not None and self.apd_max_lookahead < 1:
-            raise VdiffValidationError("apd_max_lookahead must be at least 1", "apd_max_lookahead")
+        for knob in KNOBS:
+            _set(self, knob.name, knob.check(getattr(self, knob.name), knob.name))
+        _check_int(self.n, "n", low=1)
+        _check_int(self.max_tokens, "max_tokens", low=1)
+        _check_int(self.min_tokens, "min_tokens", low=0)
+        if self.min_tokens > self.max_tokens:
+            raise VdiffValidationError(
+                f"min_tokens must be less than or equal to max_tokens={self.max_tokens}, "
+                f"got {self.min_tokens}",
+                "min_tokens",
+            )
+        if self.seed is not None:
+            _check_int(self.seed, "seed", low=SEED_MIN, high=SEED_MAX)
+        for token_id in self.stop_token_ids:
+            _check_int(token_id, "stop_token_ids", low=0)
+        if any(stop == "" for stop in self.stop):
+            raise VdiffValidationError("stop strings must not be empty", "stop")
+        if self.logit_bias is not None:
+            _set(self, "logit_bias", _checked_bias(self.logit_bias))
+        if self.allowed_token_ids is not None:
+            if not self.allowed_token_ids:
+                raise VdiffValidationError(
+                    "allowed_token_ids is not allowed to be empty", "allowed_token_ids"
+                )
+            for token_id in self.allowed_token_ids:
+                _check_int(token_id, "allowed_token_ids", low=0)
+        if self.logprobs is not None:
+            _check_int(self.logprobs, "logprobs", low=0)
 
     def replace(self, **changes: object) -> SamplingParams:
         return dataclasses.replace(self, **changes)
+
+    def resolved(self, **values: object) -> SamplingParams:
+        """A copy with `values` set, without validating again (the input processor's own checks ran)."""
+        copy = object.__new__(SamplingParams)
+        for item in dataclasses.fields(self):
+            _set(copy, item.name, values.get(item.name, getattr(self, item.name)))
+        return copy
+
+
+def _set(params: SamplingParams, name: str, value: Any) -> None:
+    object.__setattr__(params, name, value)
+
+
+def _as_tuple(values: Any, kind: type, param: str) -> tuple[Any, ...]:
+    if isinstance(values, str | int) and not isinstance(values, bool):
+        values = [values]
+    if not isinstance(values, Iterable):
+        raise VdiffValidationError(f"{param} must be a list", param)
+    items = tuple(values)
+    for item in items:
+        if not isinstance(item, kind) or isinstance(item, bool):
+            raise VdiffValidationError(f"{param} must be a list of {kind.__name__}", param)
+    return items
+
+
+def _check_int(value: Any, param: str, *, low: int | None = None, high: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise VdiffValidationError(f"{param} must be an integer", param)
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"[{low}, {high}]" if high is not None else f">= {low}"
+        raise VdiffValidationError(f"{param} must be {bounds}, got {value}", param)
+
+
+def _checked_bias(bias: Any) -> dict[int, float]:
+    if not isinstance(bias, dict):
+        raise VdiffValidationError("logit_bias must map token ids to numbers", "logit_bias")
+    checked: dict[int, float] = {}
+    for key, value in bias.items():
+        try:
+            token_id = int(key)
+        except (TypeError, ValueError):
+            raise VdiffValidationError(f"logit_bias key {key!r} is not a token id", "logit_bias") from None
+        if token_id < 0 or isinstance(value, bool) or not isinstance(value, int | float):
+            raise VdiffValidationError(
+                f"logit_bias[{key!r}] must be a number for a token id >= 0", "logit_bias"
+            )
+        if not math.isfinite(value):
+            raise VdiffValidationError(f"logit_bias[{key!r}] must be finite", "logit_bias")
+        checked[token_id] = max(-LOGIT_BIAS_LIMIT, min(LOGIT_BIAS_LIMIT, float(value)))
+    return checked

@@ -1,9 +1,10 @@
 """AsyncLLMEngine: the EngineClient the HTTP layer uses; the LLMEngine step loop runs in its own thread.
 
-All engine state is touched by the engine thread only. The event loop validates requests (read-only),
-then sends add/abort commands through a thread-safe queue; the thread applies them between steps and
-pushes every RequestOutput into the request's asyncio.Queue with loop.call_soon_threadsafe. Model
-forwards release the GIL, so the event loop stays responsive while the engine computes.
+All engine state is touched by the engine thread only. The event loop admits requests (the input
+processor: resolve and check, once, read-only), then sends the frozen request and abort commands
+through a thread-safe queue; the thread applies them between steps and pushes every RequestOutput into
+the request's asyncio.Queue with loop.call_soon_threadsafe. Model forwards release the GIL, so the
+event loop stays responsive while the engine computes.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vdiff.config import EngineConfig
+from vdiff.engine.input_processor import EngineRequest
 from vdiff.engine.llm_engine import LLMEngine
 from vdiff.engine.outputs import RequestOutput
 from vdiff.engine.protocol import EngineClient
@@ -39,9 +41,7 @@ class _Stream:
 
 @dataclass(slots=True)
 class _Add:
-    request_id: str
-    prompt_token_ids: list[int]
-    params: SamplingParams
+    request: EngineRequest
     accepted: asyncio.Future[None]
 
 
@@ -83,7 +83,7 @@ class AsyncLLMEngine(EngineClient):
         self, prompt_token_ids: list[int], params: SamplingParams, request_id: str
     ) -> AsyncIterator[RequestOutput]:
         self._check_accepting()
-        self.engine.process_request(list(prompt_token_ids), params)
+        request = self.engine.process_request(prompt_token_ids, params, request_id)
         loop = asyncio.get_running_loop()
         stream = _Stream(loop, asyncio.Queue())
         with self._streams_lock:
@@ -93,7 +93,7 @@ class AsyncLLMEngine(EngineClient):
         finished = False
         try:
             accepted: asyncio.Future[None] = loop.create_future()
-            self._send(_Add(request_id, list(prompt_token_ids), params, accepted))
+            self._send(_Add(request, accepted))
             if self._dead_error is not None:  # died before it could see the command
                 raise EngineDeadError("The engine loop died")
             await accepted
@@ -204,6 +204,8 @@ class AsyncLLMEngine(EngineClient):
                     continue
                 for output in self.engine.step():
                     self._deliver(output.request_id, output)
+                for request_id, error in self.engine.pop_failures():
+                    self._deliver(request_id, error)
         except BaseException as error:  # the loop is dead: tell everyone waiting
             logger.exception("The engine loop died")
             self._dead_error = error
@@ -228,7 +230,7 @@ class AsyncLLMEngine(EngineClient):
                 continue
             error: BaseException | None = None
             try:
-                self.engine.add_request(command.request_id, command.prompt_token_ids, command.params)
+                self.engine.add_processed(command.request)
             except Exception as exc:  # validation / queue full: the caller's problem, not the loop's
                 error = exc
             self._call_in_loop(command.accepted.get_loop(), _settle, command.accepted, error)

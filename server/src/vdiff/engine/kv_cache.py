@@ -22,8 +22,6 @@ import torch
 
 from vdiff.models.base import KVCache
 
-KV_CACHE_MODES = ("none", "prefix", "dual")
-
 
 @dataclass(slots=True)
 class SequenceKV:

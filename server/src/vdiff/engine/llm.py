@@ -69,18 +69,16 @@ class LLM:
 
     def _run(self, prompt_ids: list[list[int]], params: list[SamplingParams]) -> list[RequestOutput]:
         engine = self.llm_engine
-        for ids, request_params in zip(prompt_ids, params, strict=True):
-            engine.process_request(ids, request_params)  # fail before anything runs
-        pending = deque(
-            (f"offline-{next(self._request_ids)}", ids, p) for ids, p in zip(prompt_ids, params, strict=True)
+        pending = deque(  # every request is admitted before anything runs
+            engine.process_request(ids, request_params, f"offline-{next(self._request_ids)}")
+            for ids, request_params in zip(prompt_ids, params, strict=True)
         )
-        order = [request_id for request_id, _, _ in pending]
+        order = [request.request_id for request in pending]
         finished: dict[str, RequestOutput] = {}
         while pending or engine.has_unfinished_requests():
             while pending:
-                request_id, ids, request_params = pending[0]
                 try:
-                    engine.add_request(request_id, ids, request_params)
+                    engine.add_processed(pending[0])
                 except QueueFullError:
                     if not engine.has_unfinished_requests():
                         raise  # it can never fit (n > max_num_seqs with no waiting room)
@@ -89,6 +87,10 @@ class LLM:
             for output in engine.step():
                 if output.finished:
                     finished[output.request_id] = output
+            for _, error in engine.pop_failures():
+                for request_id in order:
+                    engine.abort_request(request_id)
+                raise error
         return [finished[request_id] for request_id in order]
 
 

@@ -13,7 +13,9 @@ from typing import Any
 import torch
 
 from vdiff.config import EngineConfig
-from vdiff.engine.decoding import DecodingPolicy, PolicyContext, get_policy_class
+from vdiff.engine.decoding import DecodingPolicy, PolicyContext, available_policies, get_policy_class
+from vdiff.engine.decoding.logits_processors import needs_processing, process_results
+from vdiff.engine.input_processor import MAX_N, EngineRequest, InputProcessor
 from vdiff.engine.model_runner import ModelRunner
 from vdiff.engine.output_processor import OutputProcessor, supports_incremental_decoding
 from vdiff.engine.outputs import RequestOutput
@@ -21,13 +23,17 @@ from vdiff.engine.request import Request
 from vdiff.engine.scheduler import Scheduler
 from vdiff.engine.sequence import Sequence, SequenceStatus, plan_blocks
 from vdiff.engine.stats import EngineStats
+from vdiff.engine.step_guard import StepGuard
 from vdiff.errors import VdiffValidationError
+from vdiff.knobs import KNOBS_BY_NAME
 from vdiff.sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)
 
 SEED_STRIDE = 1_000_003
 """Derived seeds of requests without a seed: engine seed * stride + counter (distinct per sequence)."""
+SEED_MODULUS = 2**64
+"""torch.Generator.manual_seed takes [0, 2**64): request seed + index wraps around."""
 
 
 class LLMEngine:
@@ -79,113 +85,74 @@ class LLMEngine:
             tokenizer_info=self.tokenizer_info,
             stats=self.stats,
         )
-        self._policies: dict[str, DecodingPolicy] = {}
-        self._policy(config.decoding)  # an unavailable default policy fails at startup
-        if config.draft_model:
-            self._policy("apd")  # load the verifier and check its tokenizer at startup
-        self.scheduler = Scheduler(config.max_num_seqs, config.max_waiting_requests)
+        # every policy exists before the first request: the input processor reads them from another thread
+        self._policies: dict[str, DecodingPolicy] = {
+            name: get_policy_class(name)(self.policy_context) for name in available_policies()
+        }
+        self.input_processor = InputProcessor(
+            config,
+            family,
+            self.generation_config,
+            self.tokenizer_info,
+            self.vocab_size,
+            self.max_model_len,
+            self._policies,
+        )
+        self._check_server_defaults()
+        self.scheduler = Scheduler(config.max_num_seqs, config.max_waiting_requests, MAX_N)
         self.output_processor = OutputProcessor(
             self.tokenizer_info.decode,
             self.tokenizer_info.eos_token_ids,
             incremental=supports_incremental_decoding(self.tokenizer_info.tokenizer),
         )
         self.requests: dict[str, Request] = {}
+        self._failures: list[tuple[str, BaseException]] = []
+        self.guard = StepGuard(self._fail_request)
         self._seq_ids = itertools.count()
         self._seed_counter = itertools.count()
 
     # ----------------------------------------------------------------- requests
-    def resolve_params(self, params: SamplingParams) -> SamplingParams:
-        """Fill every None diffusion knob: request, then server flags, then generation_config.json,
-        then the model family. Choosing a Dream `alg` selects Dream's rule, `remasking` LLaDA's."""
-        family, config, generation = self.loaded.family, self.config, self.generation_config
-        use_dream_rule = params.alg is not None or (params.remasking is None and family.dream_alg is not None)
-
-        def pick(*values: Any) -> Any:
-            return next((value for value in values if value is not None), None)
-
-        changes: dict[str, Any] = {
-            "block_length": pick(
-                params.block_length, config.block_length, generation.get("block_length"), family.block_length
-            ),
-            "steps": pick(params.steps, config.diffusion_steps),
-            "decoding": pick(params.decoding, config.decoding),
-            "threshold": pick(params.threshold, config.threshold),
-            "factor": pick(params.factor, config.factor),
-            "kv_cache": pick(params.kv_cache, config.kv_cache),
-            "kv_cache_vicinity": pick(params.kv_cache_vicinity, config.kv_cache_vicinity),
-            "apd_mixture_weight": pick(params.apd_mixture_weight, config.apd_mixture_weight),
-            "apd_kv_window": pick(params.apd_kv_window, config.apd_kv_window),
-            "apd_max_lookahead": pick(params.apd_max_lookahead, config.apd_max_lookahead),
-        }
-        if use_dream_rule:
-            changes["alg"] = pick(params.alg, config.dream_alg, generation.get("alg"), family.dream_alg)
-            changes["alg_temp"] = pick(params.alg_temp, generation.get("alg_temp"), family.alg_temp, 0.0)
-            changes["remasking"] = None
-        else:
-            changes["remasking"] = pick(
-                params.remasking,
-                config.remasking,
-                generation.get("remasking"),
-                family.remasking,
-                "low_confidence",
-            )
-            changes["alg"] = None
-        return params.replace(**changes)
-
-    def process_request(self, prompt_token_ids: list[int], params: SamplingParams) -> SamplingParams:
-        """Validate a request without touching engine state (any thread); returns the resolved params."""
-        if not isinstance(params, SamplingParams):
-            raise VdiffValidationError("params must be a SamplingParams", "params")
-        params.validate()
-        if not prompt_token_ids:
-            raise VdiffValidationError("The prompt must contain at least one token", "prompt")
-        if any(
-            not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < self.vocab_size
-            for t in prompt_token_ids
-        ):
-            raise VdiffValidationError(
-                f"Prompt token ids must be integers in [0, {self.vocab_size})", "prompt"
-            )
-        total = len(prompt_token_ids) + params.max_tokens
-        if total > self.max_model_len:
-            raise VdiffValidationError(
-                f"This model's maximum context length is {self.max_model_len} tokens; the prompt "
-                f"({len(prompt_token_ids)} tokens) plus max_tokens ({params.max_tokens}) is {total}",
-                "max_tokens",
-            )
-        resolved = self.resolve_params(params)
-        resolved.validate()
-        self._policy(resolved.decoding).validate(resolved, self.loaded.family.name)
-        return resolved
+    def process_request(
+        self, prompt_token_ids: list[int], params: SamplingParams, request_id: str = ""
+    ) -> EngineRequest:
+        """Admission (any thread, no engine state touched): the resolved, checked request."""
+        return self.input_processor.process(request_id, prompt_token_ids, params)
 
     def add_request(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> None:
+        """Admit and schedule (the offline path; the server admits on the event loop, see add_processed)."""
+        self.add_processed(self.process_request(prompt_token_ids, params, request_id))
+
+    def add_processed(self, request: EngineRequest) -> None:
+        """Schedule an admitted request: only engine-state checks (request id, queue room) happen here."""
+        request_id, params = request.request_id, request.params
         if request_id in self.requests:
             raise VdiffValidationError(f"Request id {request_id!r} is already in use", "request_id")
-        prompt_token_ids = list(prompt_token_ids)
-        resolved = self.process_request(prompt_token_ids, params)
+        prompt_token_ids = list(request.prompt_token_ids)
         blocks_room = self.max_model_len - len(prompt_token_ids)
         seqs = []
-        for index in range(resolved.n):
-            seed = resolved.seed + index if resolved.seed is not None else self._derived_seed()
-            generator = torch.Generator(device=self.loaded.device).manual_seed(seed)
+        needs_logits_processing = needs_processing(params)
+        for index in range(params.n):
+            seed = params.seed + index if params.seed is not None else self._derived_seed()
+            generator = torch.Generator(device=self.loaded.device).manual_seed(seed % SEED_MODULUS)
             seq = Sequence(
                 seq_id=next(self._seq_ids),
                 request_id=request_id,
                 index=index,
                 prompt_token_ids=prompt_token_ids,
-                params=resolved,
-                blocks=plan_blocks(resolved.max_tokens, resolved.block_length, resolved.steps, blocks_room),
+                params=params,
+                blocks=plan_blocks(params.max_tokens, params.block_length, params.steps, blocks_room),
                 mask_token_id=self.mask_token_id,
                 generator=generator,
-                policy_name=resolved.decoding,
+                policy_name=params.decoding,
+                needs_logits_processing=needs_logits_processing,
             )
             seqs.append(seq)
         self.scheduler.add(seqs)
         for seq in seqs:
             self._policy(seq.policy_name).init_sequence(seq)
-        request = Request(request_id, prompt_token_ids, resolved, seqs)
-        request.stats.arrival_time = time.time()
-        self.requests[request_id] = request
+        engine_request = Request(request_id, prompt_token_ids, params, seqs)
+        engine_request.stats.arrival_time = request.arrival_time
+        self.requests[request_id] = engine_request
         self.stats.num_prompt_tokens += len(prompt_token_ids)
 
     def abort_request(self, request_id: str) -> RequestOutput | None:
@@ -214,7 +181,9 @@ class LLMEngine:
 
     # --------------------------------------------------------------------- step
     def step(self) -> list[RequestOutput]:
-        """One denoising step for every running sequence (one forward), then report what changed."""
+        """One denoising step for every running sequence (one forward), then report what changed.
+
+        A failure is contained to the requests it came from (see step_guard): they fail, the others go on."""
         batch: list[Sequence] = self.scheduler.schedule()  # type: ignore[assignment]
         now = time.time()
         for seq in batch:
@@ -226,7 +195,9 @@ class LLMEngine:
 
         planned, forward_requests, idle = [], [], []
         for seq in batch:
-            forward_request = self._policy(seq.policy_name).prepare(seq)
+            forward_request = self.guard.call([seq], self._policy(seq.policy_name).prepare, seq)
+            if forward_request is self.guard.FAILED:
+                continue
             if forward_request is None:
                 idle.append(seq)
             else:
@@ -234,21 +205,45 @@ class LLMEngine:
                 forward_requests.append(forward_request)
         if planned:
             forwards_before = self.runner.num_forwards
-            results = self.runner.execute(forward_requests)
+            planned, forward_requests, results = self.guard.execute(
+                self.runner.execute, planned, forward_requests
+            )
             self.stats.record_step(len(planned), self.runner.num_forwards - forwards_before)
+            if planned:
+                self.guard.call(
+                    [seq for seq in planned if seq.needs_logits_processing],
+                    process_results,
+                    planned,
+                    forward_requests,
+                    results,
+                    self.mask_token_id,
+                    self.tokenizer_info.eos_token_ids,
+                )
             by_policy: dict[str, tuple[list[Sequence], list]] = {}
             for seq, result in zip(planned, results, strict=True):
+                if seq.is_finished:
+                    continue  # failed above
                 seq.stats.num_forwards += 1
                 seq.stats.num_denoising_steps += 1
                 group = by_policy.setdefault(seq.policy_name, ([], []))
                 group[0].append(seq)
                 group[1].append(result)
             for name, (seqs, seq_results) in by_policy.items():
-                self._policy(name).commit(seqs, seq_results)
-            touched_requests = {seq.request_id for seq in planned}
+                self.guard.commit(self._policy(name).commit, seqs, seq_results)
+            touched_requests = {seq.request_id for seq in planned if seq.request_id in self.requests}
             for request_id in touched_requests:
                 self.requests[request_id].stats.num_forwards += 1
-        return self._postprocess(planned + idle)
+        return self._postprocess([seq for seq in planned + idle if seq.request_id in self.requests])
+
+    def pop_failures(self) -> list[tuple[str, BaseException]]:
+        """Requests that failed inside the step loop since the last call (already removed)."""
+        failures, self._failures = self._failures, []
+        return failures
+
+    def _fail_request(self, request_id: str, error: BaseException) -> None:
+        if request_id in self.requests:
+            self.abort_request(request_id)
+            self._failures.append((request_id, error))
 
     def _postprocess(self, seqs: list[Sequence]) -> list[RequestOutput]:
         deltas: dict[str, dict[int, tuple[list[int], str]]] = {}
@@ -291,6 +286,16 @@ class LLMEngine:
         if policy is None:
             policy = self._policies[name] = get_policy_class(name)(self.policy_context)
         return policy
+
+    def _check_server_defaults(self) -> None:
+        """A default that every request would be refused for fails at startup, naming its flag."""
+        resolved = self.input_processor.resolve(SamplingParams())
+        try:
+            self._policy(resolved.decoding).validate(resolved, self.loaded.family.name)
+        except VdiffValidationError as error:
+            knob = KNOBS_BY_NAME.get(error.param or "")
+            flag = knob.flag_name if knob is not None and knob.flag_name else error.param
+            raise VdiffValidationError(f"{flag}: {error.message}", flag) from error
 
     def _derived_seed(self) -> int:
         return self.config.seed * SEED_STRIDE + next(self._seed_counter)

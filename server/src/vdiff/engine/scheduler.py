@@ -21,9 +21,11 @@ class Schedulable(Protocol):
 
 
 class Scheduler:
-    def __init__(self, max_num_seqs: int, max_waiting_requests: int) -> None:
+    def __init__(self, max_num_seqs: int, max_waiting_requests: int, max_n: int = 128) -> None:
         self.max_num_seqs = max_num_seqs
         self.max_waiting_requests = max_waiting_requests
+        self.max_waiting_seqs = max_waiting_requests * max_num_seqs + max_n
+        """Sequences (not requests) the queue holds at most, so that n > 1 requests cannot flood it."""
         self.waiting: deque[list[Schedulable]] = deque()
         """One entry per request: its sequences not admitted yet (a request may be admitted piecewise)."""
         self.running: list[Schedulable] = []
@@ -55,8 +57,12 @@ class Scheduler:
 
     def add(self, seqs: list[Schedulable]) -> None:
         """Queue a request's sequences, refusing it when it would have to wait behind a full queue."""
-        would_fit = self.num_running_seqs + self.num_waiting_seqs + len(seqs) <= self.max_num_seqs
-        if not would_fit and self.num_queued_requests() >= self.max_waiting_requests:
+        num_waiting_seqs = self.num_waiting_seqs
+        would_fit = self.num_running_seqs + num_waiting_seqs + len(seqs) <= self.max_num_seqs
+        if not would_fit and (
+            self.num_queued_requests() >= self.max_waiting_requests
+            or num_waiting_seqs + len(seqs) > self.max_waiting_seqs
+        ):
             raise QueueFullError()
         self.waiting.append(list(seqs))
 

@@ -93,6 +93,8 @@ class Sequence:
     """Owned by the sequence's DecodingPolicy: KV-cache handles, APD verifier state, ..."""
     detokenizer_state: Any = None
     """Owned by the OutputProcessor: incremental detokenization offsets."""
+    needs_logits_processing: bool = False
+    """Any penalty, bias, min_p, min_tokens, allowed or bad token is set (decided once, at admission)."""
 
     def __post_init__(self) -> None:
         gen = torch.full((self.gen_len,), self.mask_token_id, dtype=torch.int64)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
 
@@ -16,6 +17,7 @@ from starlette.datastructures import State
 from vdiff.config import EngineConfig
 from vdiff.engine.protocol import EngineClient
 from vdiff.entrypoints import health
+from vdiff.entrypoints.body_limit import RequestBodyLimit
 from vdiff.entrypoints.frontend_args import FrontendArgs
 from vdiff.entrypoints.openai.chat_completion import router as chat_router
 from vdiff.entrypoints.openai.chat_completion.serving import OpenAIServingChat
@@ -28,12 +30,15 @@ from vdiff.entrypoints.openai.tokenize import router as tokenize_router
 from vdiff.entrypoints.openai.tokenize.serving import OpenAIServingTokenization
 from vdiff.entrypoints.server_state import ServerState
 from vdiff.entrypoints.stats import bind_engine_stats, log_stats_forever
+from vdiff.errors import EngineDeadError
 from vdiff.metrics import ServerMetrics
 
 logger = logging.getLogger(__name__)
 
 EXTRA_SHUTDOWN_S = 5.0
 """After draining, how long uvicorn may take to flush the last responses and close connections."""
+ENGINE_WATCH_INTERVAL_S = 0.5
+"""How often the server checks that the engine loop is still alive (a dead one stops the server)."""
 
 
 @contextlib.asynccontextmanager
@@ -55,6 +60,7 @@ def build_app(args: FrontendArgs) -> FastAPI:
     for router_module in (health, models_router, completion_router, chat_router, tokenize_router):
         app.include_router(router_module.router)
     register_exception_handlers(app)
+    app.add_middleware(RequestBodyLimit, max_body_bytes=args.max_request_body_bytes)
     return app
 
 
@@ -72,7 +78,9 @@ def init_app_state(engine: EngineClient, state: State, args: FrontendArgs) -> Se
         args=args,
         metrics=metrics,
         models=OpenAIServingModels(engine, names),
-        completion=OpenAIServingCompletion(engine, names, **serving_kwargs),
+        completion=OpenAIServingCompletion(
+            engine, names, **serving_kwargs, max_prompts_per_request=args.max_prompts_per_request
+        ),
         chat=OpenAIServingChat(engine, names, **serving_kwargs),
         tokenization=OpenAIServingTokenization(engine, names, **serving_kwargs),
         stats_poller=stats_poller,
@@ -86,12 +94,33 @@ class DrainingServer(uvicorn.Server):
 
     uvicorn's own handling re-raises the signal after shutdown (the process then dies by the signal);
     a pod must see a clean exit, so signals are handled here instead. A second signal forces the exit.
+    If the engine loop dies, the server stops and serve() raises EngineDeadError (the process exits
+    non-zero, so Kubernetes restarts the pod instead of keeping a server that only answers 503).
     """
 
     def __init__(self, config: uvicorn.Config, state: ServerState) -> None:
         super().__init__(config)
         self.state = state
         self.drain_task: asyncio.Task[None] | None = None
+        self.engine_error: BaseException | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        watchdog = asyncio.create_task(self._watch_engine())
+        try:
+            await super().serve(sockets)
+        finally:
+            watchdog.cancel()
+            await asyncio.gather(watchdog, return_exceptions=True)
+        if self.engine_error is not None:
+            raise EngineDeadError(f"The engine loop died: {self.engine_error!r}") from self.engine_error
+
+    async def _watch_engine(self) -> None:
+        engine = self.state.engine
+        while not engine.errored:
+            await asyncio.sleep(ENGINE_WATCH_INTERVAL_S)
+        self.engine_error = getattr(engine, "dead_error", None) or EngineDeadError("The engine loop died")
+        logger.error("the engine died (%r): stopping the server", self.engine_error)
+        self.should_exit = True
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:

@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 from vdiff.config import EngineConfig
 from vdiff.entrypoints.cli_args import ServeArgs, make_arg_parser, resolve_serve_args
 from vdiff.entrypoints.frontend_args import FrontendArgs
-from vdiff.errors import VdiffValidationError
+from vdiff.errors import EngineDeadError, VdiffValidationError
 from vdiff.version import __version__
 
 logger = logging.getLogger("vdiff")
@@ -152,6 +152,9 @@ def serve(argv: Sequence[str], environ: Mapping[str, str] | None = None, prog: s
         asyncio.run(run_server(config, frontend))
     except VdiffValidationError as error:  # found while loading (e.g. a checkpoint without a mask token)
         print(f"{prog}: error: {error.message}", file=sys.stderr)
+        return 1
+    except EngineDeadError as error:  # the server stopped because the engine loop died
+        logger.error("exiting with status 1: %s", error)
         return 1
     except KeyboardInterrupt:
         return 0

@@ -22,6 +22,7 @@ import yaml
 from vdiff.config import EngineConfig
 from vdiff.entrypoints.frontend_args import FrontendArgs
 from vdiff.errors import VdiffValidationError
+from vdiff.knobs import SERVER_KNOBS
 
 ENV_PREFIX = "VDIFF_"
 SHORT_FLAGS = {"quantization": ("-q",)}
@@ -33,7 +34,7 @@ FLAG_GROUPS = {
     "Model": ("model", "tokenizer", "revision", "trust_remote_code", "served_model_names", "chat_template",
               "generation_config"),
     "Capacity": ("dtype", "device", "quantization", "max_model_len", "max_num_seqs", "max_waiting_requests",
-                 "seed", "enforce_eager"),
+                 "seed", "enforce_eager", "max_logprobs"),
     "Diffusion decoding defaults": ("diffusion_steps", "block_length", "remasking", "dream_alg"),
     "Fast decoding": ("decoding", "threshold", "factor", "kv_cache", "kv_cache_vicinity", "draft_model",
                       "apd_mixture_weight", "apd_kv_window", "apd_max_lookahead"),
@@ -143,8 +144,17 @@ def all_flags() -> tuple[Flag, ...]:
                 default = item.default_factory()
             else:
                 default = None
-            flags.append(Flag(item.name, cls, kind, nullable, default, docs.get(item.name, "")))
+            flags.append(
+                Flag(item.name, cls, kind, nullable, default, docs.get(item.name) or _knob_help(item.name))
+            )
     return tuple(flags)
+
+
+def _knob_help(name: str) -> str:
+    knob = SERVER_KNOBS.get(name)
+    if knob is None:
+        return ""
+    return f"Default of the request field {knob.name!r}, {knob.range_text()}: {knob.help}"
 
 
 def flags_by_field() -> dict[str, Flag]:

@@ -29,6 +29,10 @@ class FrontendArgs:
     """Seconds in-flight requests may take to finish after SIGTERM/SIGINT before they are aborted."""
     log_stats_interval: float = 10.0
     """Seconds between two statistics log lines."""
+    max_request_body_bytes: int = 8 * 1024 * 1024
+    """Largest request body accepted; a larger one gets 413 before it is read (or as soon as it exceeds)."""
+    max_prompts_per_request: int = 1024
+    """Most prompts one /v1/completions request may batch (a list of prompts); more get 400."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -38,5 +42,9 @@ class FrontendArgs:
             raise VdiffValidationError("--shutdown-grace-period must be >= 0", "--shutdown-grace-period")
         if self.log_stats_interval <= 0:
             raise VdiffValidationError("--log-stats-interval must be positive", "--log-stats-interval")
+        if self.max_request_body_bytes < 1:
+            raise VdiffValidationError("--max-request-body-bytes must be >= 1", "--max-request-body-bytes")
+        if self.max_prompts_per_request < 1:
+            raise VdiffValidationError("--max-prompts-per-request must be >= 1", "--max-prompts-per-request")
         if self.api_key == "":
             self.api_key = None

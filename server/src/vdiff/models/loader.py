@@ -180,7 +180,7 @@ def resolve_max_model_len(config: EngineConfig, hf_config: dict[str, Any], famil
 
 def load_generation_config(config: EngineConfig, model_dir: Path) -> dict[str, Any]:
     """--generation-config: 'auto' reads the checkpoint's file, 'vdiff' ignores it, or a directory."""
-    if config.generation_config == "vdiff":
+    if config.generation_config in ("vdiff", "vllm"):
         return {}
     folder = model_dir if config.generation_config == "auto" else Path(config.generation_config)
     path = folder / "generation_config.json"

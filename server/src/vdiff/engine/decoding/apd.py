@@ -170,6 +170,7 @@ class APDPolicy(DecodingPolicy):
             logit_indices=torch.arange(t, state.right) - state.left - shift,
             past=None if past is None else [past],
             use_cache=state.is_windowed,
+            decided=torch.arange(t, state.right),
         )
 
     def commit(self, seqs: list[Sequence], results: list[ForwardResult]) -> None:

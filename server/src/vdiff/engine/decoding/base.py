@@ -50,6 +50,8 @@ class ForwardRequest:
     `.keys`/`.values` lists of [num_kv_heads, P, head_dim], `.length`), or None."""
     use_cache: bool = False
     """Return the keys/values of the query positions (ForwardResult.past_key_values)."""
+    decided: torch.Tensor | None = None
+    """[K] int64: the canvas position each logit row decides (logits processors and logprobs read it)."""
 
     @property
     def num_rows(self) -> int:

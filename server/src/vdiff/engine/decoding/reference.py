@@ -75,6 +75,7 @@ class ReferencePolicy(DecodingPolicy):
             input_ids=guidance_rows(canvas, seq.prompt_len, self.context.mask_token_id, seq.params.cfg_scale),
             position_ids=positions(0, canvas.shape[0]),
             logit_indices=logit_indices,
+            decided=progress.masked,
         )
 
     def commit(self, seqs: list[Sequence], results: list[ForwardResult]) -> None:

@@ -106,6 +106,7 @@ class ThresholdPolicy(DecodingPolicy):
                 input_ids=rows,
                 position_ids=positions(0, canvas.shape[0]),
                 logit_indices=state.masked - shift,
+                decided=state.masked,
             )
         start, end = seq.prompt_len + block.start, seq.prompt_len + block.end
         windows = [cache.window(start, end, canvas.shape[0]) for cache in state.caches]
@@ -117,6 +118,7 @@ class ThresholdPolicy(DecodingPolicy):
             logit_indices=state.masked - shift - window.start,
             past=None if window.is_refresh else [w.past for w in windows],
             use_cache=window.is_refresh,
+            decided=state.masked,
         )
 
     def commit(self, seqs: list[Sequence], results: list[ForwardResult]) -> None:

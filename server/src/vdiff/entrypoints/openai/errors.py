@@ -28,20 +28,35 @@ class AuthenticationError(PermissionError):
         super().__init__("Invalid or missing API key. Pass it as 'Authorization: Bearer <key>'.")
 
 
+class RequestTooLargeError(ValueError):
+    def __init__(self, max_body_bytes: int) -> None:
+        super().__init__(
+            f"The request body is larger than {max_body_bytes} bytes (the server's --max-request-body-bytes)."
+        )
+
+
 ERROR_TYPES = {
     HTTPStatus.BAD_REQUEST: "BadRequestError",
     HTTPStatus.UNAUTHORIZED: "AuthenticationError",
     HTTPStatus.NOT_FOUND: "NotFoundError",
     HTTPStatus.METHOD_NOT_ALLOWED: "MethodNotAllowedError",
+    HTTPStatus.REQUEST_ENTITY_TOO_LARGE: "RequestTooLargeError",
     HTTPStatus.TOO_MANY_REQUESTS: "RateLimitError",
     HTTPStatus.INTERNAL_SERVER_ERROR: "InternalServerError",
     HTTPStatus.SERVICE_UNAVAILABLE: "ServiceUnavailableError",
 }
 
 
+def encodable(text: str) -> str:
+    """Text that is valid UTF-8 (a client's lone surrogates echoed in a message become \\udXXX escapes)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _info(status: HTTPStatus, message: str, param: str | None = None) -> tuple[int, dict[str, Any]]:
     error_type = ERROR_TYPES.get(status, status.phrase.replace(" ", "") + "Error")
-    return int(status), {"message": message, "type": error_type, "param": param, "code": int(status)}
+    code = int(status)
+    safe_param = None if param is None else encodable(param)
+    return code, {"message": encodable(message), "type": error_type, "param": safe_param, "code": code}
 
 
 def _describe_validation_error(error: RequestValidationError) -> tuple[str, str | None]:
@@ -76,6 +91,8 @@ def error_info_for(error: BaseException) -> tuple[int, dict[str, Any]]:
         return _info(HTTPStatus.UNAUTHORIZED, str(error))
     if isinstance(error, QueueFullError):
         return _info(HTTPStatus.TOO_MANY_REQUESTS, str(error))
+    if isinstance(error, RequestTooLargeError):
+        return _info(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, str(error))
     if isinstance(error, EngineDrainingError):
         return _info(HTTPStatus.SERVICE_UNAVAILABLE, str(error) or "The server is shutting down")
     if isinstance(error, EngineDeadError):

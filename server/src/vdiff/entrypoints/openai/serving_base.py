@@ -121,6 +121,7 @@ class OpenAIServing:
         return int(self.engine.tokenizer_info.vocab_size)
 
     def check_token_ids(self, token_ids: list[int], param: str) -> None:
+        """For /detokenize, which has no engine admission; generation prompts are the engine's to check."""
         vocab_size = self.vocab_size
         for token_id in token_ids:
             if not 0 <= token_id < vocab_size:
@@ -131,32 +132,16 @@ class OpenAIServing:
     def build_job(
         self, request_id: str, prompt_ids: list[int], request: SamplingRequest, default_max_tokens: int | None
     ) -> PromptJob:
-        """Check the prompt against max_model_len and bridge the request to SamplingParams."""
-        prompt_param = "messages" if hasattr(request, "messages") else "prompt"
-        if not prompt_ids:
-            raise VdiffValidationError("the prompt is empty after tokenization", prompt_param)
-        max_model_len = self.max_model_len
+        """Bridge the request to SamplingParams; every check is the engine's input processor's.
+
+        An unset max_tokens is the endpoint's default, bounded by the context the prompt leaves."""
         max_tokens = request.requested_max_tokens()
         if max_tokens is None:
             max_tokens = default_max_tokens if default_max_tokens is not None else 16
-            if max_model_len is not None:
-                max_tokens = max(1, min(max_tokens, max_model_len - len(prompt_ids)))
-        if max_model_len is not None:
-            if len(prompt_ids) >= max_model_len:
-                raise VdiffValidationError(
-                    f"This model's maximum context length is {max_model_len} tokens; the prompt has "
-                    f"{len(prompt_ids)} tokens. Please shorten the prompt.",
-                    prompt_param,
-                )
-            if max_tokens > 0 and len(prompt_ids) + max_tokens > max_model_len:
-                raise VdiffValidationError(
-                    f"This model's maximum context length is {max_model_len} tokens. However, you requested "
-                    f"{len(prompt_ids) + max_tokens} tokens ({len(prompt_ids)} in the prompt, "
-                    f"{max_tokens} in the completion). Please reduce the length of the prompt or completion.",
-                    "max_tokens",
-                )
-        params = request.to_sampling_params(max_tokens)
-        return PromptJob(request_id, prompt_ids, params)
+            if self.max_model_len is not None:
+                max_tokens = max(1, min(max_tokens, self.max_model_len - len(prompt_ids)))
+        request.check_supported()
+        return PromptJob(request_id, prompt_ids, request.to_sampling_params(max_tokens))
 
     # Engine calls.
     async def generate(self, job: PromptJob) -> AsyncIterator[RequestOutput]:

@@ -49,11 +49,19 @@ class ChatCompletionRequest(SamplingRequest):
     tools: list[dict[str, Any]] | None = None
     tool_choice: Any = None
 
+    logprobs: bool = False
+    top_logprobs: int | None = None
+
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
+    def requested_logprobs(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
+
     def check_supported(self) -> None:
         super().check_supported()
+        if self.logprobs or self.top_logprobs:
+            raise VdiffValidationError("logprobs are not supported by vdiff yet", "logprobs")
         if self.tool_choice not in (None, "none"):
             raise VdiffValidationError("tool calling is not supported by vdiff", "tool_choice")
         if not self.messages:

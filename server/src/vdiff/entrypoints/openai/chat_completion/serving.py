@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from vdiff.engine.outputs import RequestOutput
@@ -23,24 +24,32 @@ from vdiff.entrypoints.openai.serving_base import (
     sse_error,
     sse_event,
 )
+from vdiff.entrypoints.openai.text_input import check_text
 
 DEFAULT_CHAT_MAX_TOKENS = 256
 """Chat default when the client sends no max_tokens (bounded by the context left; vllm-compatibility.md)."""
 
 
 class OpenAIServingChat(OpenAIServing):
-    def prepare(self, request: ChatCompletionRequest) -> tuple[str, PromptJob]:
+    async def prepare(self, request: ChatCompletionRequest) -> tuple[str, PromptJob]:
+        """Check the request, then render and tokenize the chat in a worker thread (off the event loop)."""
         model_name = self.resolve_model_name(request.model)
         request.check_supported()
-        prompt_ids = self.render_chat(
-            request.conversation(),
+        prompt_ids = await asyncio.to_thread(self._tokenize, request)
+        return model_name, self.build_job(random_id("chatcmpl"), prompt_ids, request, DEFAULT_CHAT_MAX_TOKENS)
+
+    def _tokenize(self, request: ChatCompletionRequest) -> list[int]:
+        conversation = request.conversation()
+        check_text(conversation, "messages")
+        check_text(request.chat_template_kwargs, "chat_template_kwargs")
+        return self.render_chat(
+            conversation,
             add_generation_prompt=request.add_generation_prompt,
             kwargs=request.chat_template_kwargs,
         )
-        return model_name, self.build_job(random_id("chatcmpl"), prompt_ids, request, DEFAULT_CHAT_MAX_TOKENS)
 
     async def create_chat_completion(self, request: ChatCompletionRequest) -> ChatCompletionResponse:
-        model_name, job = self.prepare(request)
+        model_name, job = await self.prepare(request)
         final = await self.last_output(job)
         choices = [
             ChatCompletionChoice(
@@ -57,7 +66,7 @@ class OpenAIServingChat(OpenAIServing):
 
     async def start_stream(self, request: ChatCompletionRequest) -> AsyncIterator[str]:
         """Admit the request (errors raise here, before headers), then return the SSE body iterator."""
-        model_name, job = self.prepare(request)
+        model_name, job = await self.prepare(request)
         stream = self.generate(job)
         (first,) = await first_outputs([stream])
         return self._stream(request, model_name, job, stream, first)

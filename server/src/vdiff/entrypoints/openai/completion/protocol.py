@@ -28,11 +28,18 @@ class CompletionRequest(SamplingRequest):
     suffix: str | None = None
     best_of: int | None = None
 
+    logprobs: int | None = None
+
     def requested_max_tokens(self) -> int | None:
         return self.max_tokens
 
+    def requested_logprobs(self) -> int | None:
+        return self.logprobs
+
     def check_supported(self) -> None:
         super().check_supported()
+        if self.logprobs is not None:
+            raise VdiffValidationError("logprobs are not supported by vdiff yet", "logprobs")
         if self.echo:
             raise VdiffValidationError("echo is not supported by vdiff", "echo")
         if self.suffix:

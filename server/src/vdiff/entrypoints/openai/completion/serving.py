@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Sequence
 
 from vdiff.engine.outputs import RequestOutput
+from vdiff.engine.protocol import EngineClient
 from vdiff.entrypoints.openai.common import UsageInfo, random_id
 from vdiff.entrypoints.openai.completion.protocol import (
     CompletionRequest,
@@ -23,25 +25,56 @@ from vdiff.entrypoints.openai.serving_base import (
     sse_error,
     sse_event,
 )
+from vdiff.entrypoints.openai.text_input import encode_text
+from vdiff.errors import VdiffValidationError
+from vdiff.metrics import ServerMetrics
 
 
 class OpenAIServingCompletion(OpenAIServing):
-    def prepare(self, request: CompletionRequest) -> tuple[str, list[PromptJob]]:
+    def __init__(
+        self,
+        engine: EngineClient,
+        served_model_names: Sequence[str],
+        metrics: ServerMetrics,
+        *,
+        log_requests: bool = False,
+        max_prompts_per_request: int | None = None,
+    ) -> None:
+        super().__init__(engine, served_model_names, metrics, log_requests=log_requests)
+        self.max_prompts_per_request = max_prompts_per_request
+
+    async def prepare(self, request: CompletionRequest) -> tuple[str, list[PromptJob]]:
+        """Check the request, tokenize its prompts in a worker thread (the event loop keeps serving)."""
         model_name = self.resolve_model_name(request.model)
         request.check_supported()
+        prompts = request.prompts()
+        limit = self.max_prompts_per_request
+        if limit is not None and len(prompts) > limit:
+            raise VdiffValidationError(
+                f"prompt holds {len(prompts)} prompts; at most {limit} are allowed in one request",
+                "prompt",
+            )
+        all_prompt_ids = await asyncio.to_thread(self._tokenize, prompts)
         request_id = random_id("cmpl")
-        jobs = []
-        for index, prompt in enumerate(request.prompts()):
+        jobs = [
+            self.build_job(f"{request_id}-{index}", prompt_ids, request, None)
+            for index, prompt_ids in enumerate(all_prompt_ids)
+        ]
+        return model_name, jobs
+
+    def _tokenize(self, prompts: list[str | list[int]]) -> list[list[int]]:
+        all_prompt_ids = []
+        for prompt in prompts:
             if isinstance(prompt, str):
-                prompt_ids = self.encode(prompt)
+                prompt_ids = encode_text(self.encode, prompt, "prompt")
             else:
                 prompt_ids = list(prompt)
                 self.check_token_ids(prompt_ids, "prompt")
-            jobs.append(self.build_job(f"{request_id}-{index}", prompt_ids, request, None))
-        return model_name, jobs
+            all_prompt_ids.append(prompt_ids)
+        return all_prompt_ids
 
     async def create_completion(self, request: CompletionRequest) -> CompletionResponse:
-        model_name, jobs = self.prepare(request)
+        model_name, jobs = await self.prepare(request)
         finals = await gather_or_cancel([self.last_output(job) for job in jobs])
         choices = []
         for prompt_index, output in enumerate(finals):
@@ -63,7 +96,7 @@ class OpenAIServingCompletion(OpenAIServing):
 
     async def start_stream(self, request: CompletionRequest) -> AsyncIterator[str]:
         """Admit every prompt (errors raise here, before headers), then return the SSE body iterator."""
-        model_name, jobs = self.prepare(request)
+        model_name, jobs = await self.prepare(request)
         streams = [self.generate(job) for job in jobs]
         firsts = await first_outputs(streams)
         return self._stream(request, model_name, jobs, streams, firsts)

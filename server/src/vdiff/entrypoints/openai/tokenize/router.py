@@ -14,9 +14,9 @@ router = APIRouter(dependencies=[Depends(require_api_key)])
 
 @router.post("/tokenize")
 async def tokenize(body: TokenizeRequest, state: ServerState = Depends(get_server_state)) -> JSONResponse:
-    return JSONResponse(state.tokenization.tokenize(body).model_dump())
+    return JSONResponse((await state.tokenization.tokenize(body)).model_dump())
 
 
 @router.post("/detokenize")
 async def detokenize(body: DetokenizeRequest, state: ServerState = Depends(get_server_state)) -> JSONResponse:
-    return JSONResponse(state.tokenization.detokenize(body).model_dump())
+    return JSONResponse((await state.tokenization.detokenize(body)).model_dump())

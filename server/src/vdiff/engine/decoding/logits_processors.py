@@ -1,0 +1,379 @@
+"""vLLM-compatible per-sequence logits processing for diffusion decoding.
+
+One diffusion step decides several canvas positions of a sequence at once, so every sequence owns a
+group of logits rows (one per position decided). The rules and their order follow vLLM
+(`apply_penalties`, the v1 logits processors): penalties (repetition, frequency, presence),
+logit_bias, allowed_token_ids, min_tokens, bad words, min_p.
+
+Diffusion-specific choices:
+- "output tokens" are the committed (non-mask) tokens of the generation region, wherever they sit on the
+  canvas; the mask token is never counted, not even in the prompt.
+- min_tokens looks at the generation index of the position a row decides (position - prompt_len), not
+  at how many tokens are committed, so it forbids an end token from landing in the first m slots.
+- a multi-token bad word is matched against the canvas positions immediately left of the decided
+  position (prompt included); any mask among them means no match.
+- token ids outside [0, vocab) in logit_bias / allowed_token_ids / bad words / end tokens are ignored.
+- if the masking rules (allowed_token_ids, min_tokens, bad words) leave a row without any finite logit,
+  the token with the highest logit of the original input row keeps its (penalised, biased) logit, so
+  sampling never sees an all -inf row (which would give NaN probabilities).
+
+All index tensors are built on the CPU with loops over sequences (never over rows or the vocabulary);
+the arithmetic runs once for all rows on the logits' device. Sequences whose params are all neutral are
+not touched.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from vdiff.engine.decoding.sampling import guided_logits
+
+_MAX_ABS_BIAS = 100.0
+
+
+def _field(params: Any, name: str, default: Any) -> Any:
+    value = getattr(params, name, None)
+    return default if value is None else value
+
+
+def needs_processing(params: Any) -> bool:
+    """True when any of the fields below is set to a non-neutral value."""
+    return (
+        float(_field(params, "repetition_penalty", 1.0)) != 1.0
+        or float(_field(params, "presence_penalty", 0.0)) != 0.0
+        or float(_field(params, "frequency_penalty", 0.0)) != 0.0
+        or float(_field(params, "min_p", 0.0)) != 0.0
+        or bool(_field(params, "logit_bias", None))
+        or int(_field(params, "min_tokens", 0)) > 0
+        or bool(_field(params, "allowed_token_ids", None))
+        or any(len(word) > 0 for word in _field(params, "bad_words_token_ids", ()))
+    )
+
+
+@dataclass(slots=True)
+class _Rows:
+    """The rows of the processed sequences, numbered locally 0..R-1 (CPU tensors)."""
+
+    row_start: torch.Tensor
+    """[A] first local row of each processed sequence."""
+    row_count: torch.Tensor
+    """[A] rows of each processed sequence."""
+    seq_of_row: torch.Tensor
+    """[R] local sequence of each row."""
+    position: torch.Tensor
+    """[R] canvas index each row decides."""
+
+
+def process_logits(
+    logits: torch.Tensor,
+    row_counts: Sequence[int],
+    params: Sequence[Any],
+    canvases: Sequence[torch.Tensor],
+    prompt_lens: Sequence[int],
+    positions: Sequence[torch.Tensor],
+    mask_token_id: int,
+    end_token_ids: Sequence[int],
+) -> torch.Tensor:
+    """Apply every sequence's logits processing to its rows; returns a new [N, V] tensor."""
+    if sum(row_counts) != logits.shape[0]:
+        raise ValueError(f"row_counts sum to {sum(row_counts)}, logits have {logits.shape[0]} rows")
+    starts = [0]
+    for count in row_counts:
+        starts.append(starts[-1] + count)
+    seqs = [i for i, p in enumerate(params) if row_counts[i] > 0 and needs_processing(p)]
+    if not seqs:
+        return logits.clone()
+    for i in seqs:
+        if positions[i].numel() != row_counts[i]:
+            raise ValueError(f"sequence {i}: {positions[i].numel()} positions for {row_counts[i]} rows")
+
+    row_count = torch.tensor([row_counts[i] for i in seqs], dtype=torch.int64)
+    rows = _Rows(
+        row_start=torch.cumsum(row_count, 0) - row_count,
+        row_count=row_count,
+        seq_of_row=torch.repeat_interleave(torch.arange(len(seqs)), row_count),
+        position=torch.cat([positions[i].reshape(-1).to("cpu", torch.int64) for i in seqs]),
+    )
+    chosen = [params[i] for i in seqs]
+    seq_canvases = [canvases[i].reshape(-1).to("cpu", torch.int64) for i in seqs]
+    seq_prompt_lens = [int(prompt_lens[i]) for i in seqs]
+    vocab, device = logits.shape[1], logits.device
+
+    global_rows = torch.cat([torch.arange(starts[i], starts[i + 1]) for i in seqs]).to(device)
+    every_row = global_rows.numel() == logits.shape[0]  # then global_rows is 0..N-1 in order
+    x = logits.clone() if every_row else logits[global_rows]  # a copy: the rules below work in place
+    allowed = _allowed_mask(vocab, device, rows, chosen)
+    banned = _banned_pairs(vocab, rows, chosen, seq_canvases, seq_prompt_lens, mask_token_id, end_token_ids)
+    masking = allowed is not None or banned is not None
+    best = x.argmax(dim=-1, keepdim=True) if masking else None
+
+    _apply_penalties(x, rows, chosen, seq_canvases, seq_prompt_lens, mask_token_id)
+    _apply_logit_bias(x, rows, chosen)
+    if best is not None:
+        best_logit = x.gather(1, best)
+        if allowed is not None:
+            restricted_rows, keep = allowed
+            x[restricted_rows] = x[restricted_rows].masked_fill(~keep, float("-inf"))
+        if banned is not None:
+            x.index_put_(tuple(t.to(device) for t in banned), torch.tensor(float("-inf"), device=device))
+        # Never an all -inf row: the original row's best token keeps its logit (see the module docstring).
+        dead = ~(x > float("-inf")).any(dim=-1, keepdim=True)
+        x.scatter_(1, best, torch.where(dead, best_logit, x.gather(1, best)))
+
+    _apply_min_p(x, rows, chosen)
+    if every_row:
+        return x
+    out = logits.clone()
+    out[global_rows] = x
+    return out
+
+
+def _expand_to_rows(pair_seq: torch.Tensor, rows: _Rows) -> tuple[torch.Tensor, torch.Tensor]:
+    """For pairs owned by local sequences pair_seq [P]: (pair index, local row) for every row of the owner."""
+    reps = rows.row_count[pair_seq]
+    pair_index = torch.repeat_interleave(torch.arange(pair_seq.numel()), reps)
+    first = torch.repeat_interleave(torch.cumsum(reps, 0) - reps, reps)
+    offset = torch.arange(pair_index.numel()) - first
+    return pair_index, rows.row_start[pair_seq][pair_index] + offset
+
+
+def _token_counts(histories: list[torch.Tensor], vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(keys, counts) of the distinct (sequence a, token t) in the histories, key = a * vocab + t.
+
+    Sparse on purpose: a dense [A, vocab] histogram would scale with the vocabulary, the histories do not.
+    Ids outside [0, vocab) (the mask, written as -1) are dropped."""
+    length = max(1, max(h.numel() for h in histories))
+    padded = torch.full((len(histories), length), -1, dtype=torch.int64)
+    for a, history in enumerate(histories):
+        padded[a, : history.numel()] = history
+    valid = (padded >= 0) & (padded < vocab)
+    keys = (torch.arange(len(histories))[:, None] * vocab + padded)[valid]
+    return torch.unique(keys, sorted=True, return_counts=True)
+
+
+def _apply_penalties(
+    x: torch.Tensor,
+    rows: _Rows,
+    params: list[Any],
+    canvases: list[torch.Tensor],
+    prompt_lens: list[int],
+    mask_token_id: int,
+) -> None:
+    repetition = torch.tensor([float(_field(p, "repetition_penalty", 1.0)) for p in params])
+    frequency = torch.tensor([float(_field(p, "frequency_penalty", 0.0)) for p in params])
+    presence = torch.tensor([float(_field(p, "presence_penalty", 0.0)) for p in params])
+    if bool((repetition == 1).all()) and not bool(frequency.any()) and not bool(presence.any()):
+        return
+    vocab = x.shape[1]
+    split = list(zip(canvases, prompt_lens, strict=True))
+    outputs = [c[n:].masked_fill(c[n:] == mask_token_id, -1) for c, n in split]
+    prompts = [c[:n].masked_fill(c[:n] == mask_token_id, -1) for c, n in split]
+    output_keys, output_counts = _token_counts(outputs, vocab)
+    prompt_keys, _ = _token_counts(prompts, vocab)
+    # Only tokens seen in the prompt or the output can change: work on those (row, token) pairs alone.
+    seen = torch.unique(torch.cat([output_keys, prompt_keys]), sorted=True)
+    if seen.numel() == 0:
+        return
+    count = torch.zeros(seen.numel(), dtype=torch.float32)
+    if output_keys.numel() > 0:
+        where = torch.searchsorted(output_keys, seen).clamp(max=output_keys.numel() - 1)
+        count = torch.where(output_keys[where] == seen, output_counts[where], 0).to(torch.float32)
+    pair_seq = seen // vocab
+    pair_index, local_row = _expand_to_rows(pair_seq, rows)
+    seq = pair_seq[pair_index]
+
+    device = x.device
+    index = (local_row.to(device), (seen % vocab)[pair_index].to(device))
+    values = x[index]
+    # Neutral values of the other sequences leave their pairs bit-identical (x / 1, x - 0).
+    penalty = repetition[seq].to(device)
+    values = torch.where(values > 0, values / penalty, values * penalty)
+    count = count[pair_index].to(device)
+    values = values - frequency[seq].to(device) * count
+    values = values - presence[seq].to(device) * (count > 0)
+    x.index_put_(index, values)
+
+
+def _apply_logit_bias(x: torch.Tensor, rows: _Rows, params: list[Any]) -> None:
+    vocab = x.shape[1]
+    pair_seq, pair_token, pair_bias = [], [], []
+    for a, p in enumerate(params):
+        for token, bias in (_field(p, "logit_bias", None) or {}).items():
+            if 0 <= int(token) < vocab:
+                pair_seq.append(a)
+                pair_token.append(int(token))
+                pair_bias.append(min(max(float(bias), -_MAX_ABS_BIAS), _MAX_ABS_BIAS))
+    if not pair_seq:
+        return
+    pair_index, local_row = _expand_to_rows(torch.tensor(pair_seq), rows)
+    device = x.device
+    token = torch.tensor(pair_token)[pair_index].to(device)
+    bias = torch.tensor(pair_bias, dtype=x.dtype)[pair_index].to(device)
+    x.index_put_((local_row.to(device), token), bias, accumulate=True)
+
+
+def _allowed_mask(
+    vocab: int, device: torch.device, rows: _Rows, params: list[Any]
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(local rows of the restricted sequences, [rows, vocab] bool of their allowed tokens), or None."""
+    restricted = [a for a, p in enumerate(params) if _field(p, "allowed_token_ids", None)]
+    if not restricted:
+        return None
+    pair_seq, pair_token = [], []
+    for r, a in enumerate(restricted):
+        tokens = [int(t) for t in params[a].allowed_token_ids if 0 <= int(t) < vocab]
+        pair_seq += [r] * len(tokens)
+        pair_token += tokens
+    keep = torch.zeros(len(restricted), vocab, dtype=torch.bool, device=device)
+    keep[torch.tensor(pair_seq, dtype=torch.int64), torch.tensor(pair_token, dtype=torch.int64)] = True
+    restricted_t = torch.tensor(restricted)
+    local_rows = torch.cat([rows.row_start[a] + torch.arange(int(rows.row_count[a])) for a in restricted])
+    restricted_of_row = torch.searchsorted(restricted_t, rows.seq_of_row[local_rows])
+    return local_rows.to(device), keep[restricted_of_row.to(device)]
+
+
+def _banned_pairs(
+    vocab: int,
+    rows: _Rows,
+    params: list[Any],
+    canvases: list[torch.Tensor],
+    prompt_lens: list[int],
+    mask_token_id: int,
+    end_token_ids: Sequence[int],
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(local row, token) pairs forbidden by min_tokens and bad words (CPU), or None if there are none."""
+    ban_rows: list[torch.Tensor] = []
+    ban_tokens: list[torch.Tensor] = []
+
+    # min_tokens: the end tokens of the sequence, on rows deciding a generation index below min_tokens.
+    pair_seq, pair_token = [], []
+    min_tokens = torch.tensor([int(_field(p, "min_tokens", 0)) for p in params], dtype=torch.int64)
+    for a, p in enumerate(params):
+        if min_tokens[a] > 0:
+            ends = [] if _field(p, "ignore_eos", False) else list(end_token_ids)
+            ends += list(_field(p, "stop_token_ids", ()))
+            for token in sorted({int(t) for t in ends if 0 <= int(t) < vocab}):
+                pair_seq.append(a)
+                pair_token.append(token)
+    if pair_seq:
+        pair_index, local_row = _expand_to_rows(torch.tensor(pair_seq), rows)
+        seq = torch.tensor(pair_seq)[pair_index]
+        generation_index = rows.position[local_row] - torch.tensor(prompt_lens)[seq]
+        early = generation_index < min_tokens[seq]
+        ban_rows.append(local_row[early])
+        ban_tokens.append(torch.tensor(pair_token)[pair_index][early])
+
+    # Bad words: one-token words everywhere, longer ones where the canvas left of the row spells the prefix.
+    single_seq, single_token = [], []
+    multi_seq, multi_prefix, multi_last = [], [], []
+    for a, p in enumerate(params):
+        for word in _field(p, "bad_words_token_ids", ()):
+            word = [int(t) for t in word]
+            if not word or not 0 <= word[-1] < vocab:
+                continue
+            if len(word) == 1:
+                single_seq.append(a)
+                single_token.append(word[0])
+            else:
+                multi_seq.append(a)
+                multi_prefix.append(word[:-1])
+                multi_last.append(word[-1])
+    if single_seq:
+        pair_index, local_row = _expand_to_rows(torch.tensor(single_seq), rows)
+        ban_rows.append(local_row)
+        ban_tokens.append(torch.tensor(single_token)[pair_index])
+    if multi_seq:
+        local_row, token = _bad_word_matches(
+            rows, multi_seq, multi_prefix, multi_last, canvases, mask_token_id
+        )
+        ban_rows.append(local_row)
+        ban_tokens.append(token)
+
+    if not ban_rows or sum(r.numel() for r in ban_rows) == 0:
+        return None
+    return torch.cat(ban_rows), torch.cat(ban_tokens)
+
+
+def _bad_word_matches(
+    rows: _Rows,
+    word_seq: list[int],
+    prefixes: list[list[int]],
+    last_tokens: list[int],
+    canvases: list[torch.Tensor],
+    mask_token_id: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(local row, token) for every multi-token bad word whose prefix sits just left of the row's position."""
+    width = max(len(prefix) for prefix in prefixes)
+    # Prefixes right-aligned so column `width - 1` is the token just left of the decided position.
+    prefix = torch.full((len(prefixes), width), -1, dtype=torch.int64)
+    used = torch.zeros((len(prefixes), width), dtype=torch.bool)
+    for w, tokens in enumerate(prefixes):
+        prefix[w, width - len(tokens) :] = torch.tensor(tokens, dtype=torch.int64)
+        used[w, width - len(tokens) :] = True
+    length = max(c.numel() for c in canvases)
+    canvas = torch.full((len(canvases), length), -1, dtype=torch.int64)
+    for a, tokens in enumerate(canvases):
+        canvas[a, : tokens.numel()] = tokens.masked_fill(tokens == mask_token_id, -1)
+
+    word_index, local_row = _expand_to_rows(torch.tensor(word_seq), rows)
+    seq = torch.tensor(word_seq)[word_index]
+    index = rows.position[local_row][:, None] - width + torch.arange(width)[None, :]
+    before = canvas[seq[:, None], index.clamp(min=0)].masked_fill(index < 0, -1)
+    # A mask or a position left of the canvas reads -1, which no prefix token equals.
+    matched = ((before == prefix[word_index]) | ~used[word_index]).all(dim=-1)
+    return local_row[matched], torch.tensor(last_tokens)[word_index][matched]
+
+
+def _apply_min_p(x: torch.Tensor, rows: _Rows, params: list[Any]) -> None:
+    offsets = []
+    for p in params:
+        min_p, temperature = float(_field(p, "min_p", 0.0)), float(_field(p, "temperature", 1.0))
+        # p_i < min_p * p_max  <=>  l_i / T < l_max / T + log(min_p)  <=>  l_i < l_max + T * log(min_p).
+        active = min_p > 0 and temperature > 0
+        offsets.append(temperature * math.log(min(min_p, 1.0)) if active else None)
+    if all(offset is None for offset in offsets):
+        return
+    row_offset = torch.tensor([math.nan if o is None else o for o in offsets], dtype=x.dtype)[rows.seq_of_row]
+    selected = torch.nonzero(~row_offset.isnan()).squeeze(-1)
+    device = x.device
+    if selected.numel() == x.shape[0]:
+        x.masked_fill_(x < x.amax(dim=-1, keepdim=True) + row_offset[:, None].to(device), float("-inf"))
+        return
+    sub_rows = selected.to(device)
+    sub = x[sub_rows]
+    threshold = sub.amax(dim=-1, keepdim=True) + row_offset[selected][:, None].to(device)
+    x[sub_rows] = sub.masked_fill(sub < threshold, float("-inf"))
+
+
+def process_results(
+    seqs: Sequence[Any],
+    requests: Sequence[Any],
+    results: Sequence[Any],
+    mask_token_id: int,
+    end_token_ids: Sequence[int],
+) -> None:
+    """Apply the rules to the forward results of the sequences that need them, in place, batched.
+
+    Classifier-free guidance is mixed first (a -inf from a rule on both rows would give NaN), so a
+    processed result holds one row: the policies' guided_logits passes it through."""
+    chosen = [index for index, seq in enumerate(seqs) if seq.needs_logits_processing]
+    if not chosen:
+        return
+    rows = [guided_logits(results[index].logits, seqs[index].params.cfg_scale) for index in chosen]
+    processed = process_logits(
+        torch.cat(rows) if len(rows) > 1 else rows[0],
+        [row.shape[0] for row in rows],
+        [seqs[index].params for index in chosen],
+        [seqs[index].canvas for index in chosen],
+        [seqs[index].prompt_len for index in chosen],
+        [requests[index].decided for index in chosen],
+        mask_token_id,
+        end_token_ids,
+    )
+    for index, chunk in zip(chosen, processed.split([row.shape[0] for row in rows]), strict=True):
+        results[index].logits = chunk.unsqueeze(0)
