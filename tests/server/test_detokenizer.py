@@ -22,15 +22,17 @@ def test_incremental_text_equals_a_full_decode_for_any_chunking(model: str) -> N
     tokenizer = AutoTokenizer.from_pretrained(demo_model_path(model))
     assert supports_incremental_decoding(tokenizer)
 
-    def decode(ids: list[int]) -> str:
-        return tokenizer.decode(ids, skip_special_tokens=True)
+    def decode(ids: list[int], skip_special_tokens: bool = True) -> str:
+        return tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
 
     processor = OutputProcessor(decode, eos_token_ids=[], incremental=True)
     rng = random.Random(0)
     for text in TEXTS:
         ids = tokenizer.encode(text, add_special_tokens=False)
         for _ in range(20):
-            seq = SimpleNamespace(output_token_ids=[], detokenizer_state=None)
+            seq = SimpleNamespace(
+                output_token_ids=[], detokenizer_state=None, params=SimpleNamespace(skip_special_tokens=True)
+            )
             position = 0
             while position < len(ids):
                 position = min(len(ids), position + rng.randint(1, 4))

@@ -16,6 +16,7 @@ from vdiff.config import EngineConfig
 from vdiff.engine.decoding import DecodingPolicy, PolicyContext, available_policies, get_policy_class
 from vdiff.engine.decoding.logits_processors import needs_processing, process_results
 from vdiff.engine.input_processor import MAX_N, EngineRequest, InputProcessor
+from vdiff.engine.logprobs import raw_logits, record_committed
 from vdiff.engine.model_runner import ModelRunner
 from vdiff.engine.output_processor import OutputProcessor, supports_incremental_decoding
 from vdiff.engine.outputs import RequestOutput
@@ -145,6 +146,7 @@ class LLMEngine:
                 generator=generator,
                 policy_name=params.decoding,
                 needs_logits_processing=needs_logits_processing,
+                token_logprobs=None if params.logprobs is None else {},
             )
             seqs.append(seq)
         self.scheduler.add(seqs)
@@ -209,6 +211,7 @@ class LLMEngine:
                 self.runner.execute, planned, forward_requests
             )
             self.stats.record_step(len(planned), self.runner.num_forwards - forwards_before)
+            raw = raw_logits(planned, results)
             if planned:
                 self.guard.call(
                     [seq for seq in planned if seq.needs_logits_processing],
@@ -230,6 +233,15 @@ class LLMEngine:
                 group[1].append(result)
             for name, (seqs, seq_results) in by_policy.items():
                 self.guard.commit(self._policy(name).commit, seqs, seq_results)
+            if raw:
+                self.guard.call(
+                    [planned[index] for index in raw],
+                    record_committed,
+                    planned,
+                    forward_requests,
+                    raw,
+                    self.mask_token_id,
+                )
             touched_requests = {seq.request_id for seq in planned if seq.request_id in self.requests}
             for request_id in touched_requests:
                 self.requests[request_id].stats.num_forwards += 1

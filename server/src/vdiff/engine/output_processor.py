@@ -55,7 +55,7 @@ def supports_incremental_decoding(tokenizer: Any) -> bool:
 
 class OutputProcessor:
     def __init__(
-        self, decode: Callable[[list[int]], str], eos_token_ids: list[int], incremental: bool = True
+        self, decode: Callable[[list[int], bool], str], eos_token_ids: list[int], incremental: bool = True
     ) -> None:
         """incremental=False re-decodes the whole answer each time (for tokenizers whose decode
         rewrites text across token boundaries, e.g. clean_up_tokenization_spaces)."""
@@ -100,20 +100,21 @@ class OutputProcessor:
     def _decoded_text(self, seq: Sequence) -> str:
         """decode(seq.output_token_ids), decoding only the tokens added since the last complete character."""
         ids = seq.output_token_ids
+        skip = seq.params.skip_special_tokens
         state = seq.detokenizer_state
         if not self.incremental or state is None or state.read_offset > len(ids):
             state = seq.detokenizer_state = DetokenizerState()
             if not self.incremental:
-                return self.decode(ids)
-        window_text = self.decode(ids[state.prefix_offset :])
+                return self.decode(ids, skip)
+        window_text = self.decode(ids[state.prefix_offset :], skip)
         if not window_text.startswith(state.prefix_text):
             seq.detokenizer_state = None  # never seen with real tokenizers; stay exact
-            return self.decode(ids)
+            return self.decode(ids, skip)
         text = state.text + window_text[len(state.prefix_text) :]
         if not text.endswith(REPLACEMENT_CHAR) and len(ids) > state.read_offset:
             state.prefix_offset, state.read_offset = state.read_offset, len(ids)
             state.text = text
-            state.prefix_text = self.decode(ids[state.prefix_offset :])
+            state.prefix_text = self.decode(ids[state.prefix_offset :], skip)
         return text
 
     def _apply_stop_strings(self, seq: Sequence, text: str, previous_count: int) -> str:
@@ -124,15 +125,16 @@ class OutputProcessor:
         if not hits:
             return text
         index, stop = min(hits)
+        skip = seq.params.skip_special_tokens
         for count in range(previous_count + 1, len(seq.output_token_ids) + 1):
-            if len(self.decode(seq.output_token_ids[:count])) >= index + len(stop):
+            if len(self.decode(seq.output_token_ids[:count], skip)) >= index + len(stop):
                 del seq.output_token_ids[count:]
                 break
         if seq.finish_reason is None or seq.finish_reason == "length":
             seq.finish("stop", stop)
         else:
             seq.finish_reason, seq.stop_reason = "stop", stop
-        return text[:index]
+        return text[: index + len(stop)] if seq.params.include_stop_str_in_output else text[:index]
 
     @staticmethod
     def _stable_prefix(text: str, stops: list[str]) -> str:

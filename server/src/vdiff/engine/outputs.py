@@ -5,6 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """A committed token's log-probability under the model's raw distribution at the step that committed
+    it (after classifier-free guidance, before penalties, temperature or filters), and the most likely
+    tokens there (as many as the request's `logprobs`, most likely first)."""
+
+    token_id: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
+
+
 @dataclass(slots=True)
 class CompletionOutput:
     """One of the n generations of a request, as committed so far."""
@@ -18,6 +29,10 @@ class CompletionOutput:
     new_text: str = ""
     finish_reason: str | None = None  # "stop" | "length" | "abort"
     stop_reason: int | str | None = None
+    logprobs: list[TokenLogprob] | None = None
+    """Aligned with token_ids when the request asked for logprobs, else None."""
+    new_logprobs: list[TokenLogprob] | None = None
+    """Aligned with new_token_ids."""
 
     @property
     def finished(self) -> bool:

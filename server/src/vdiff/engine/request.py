@@ -27,6 +27,10 @@ class Request:
         outputs = []
         for seq in self.seqs:
             new_token_ids, new_text = deltas.get(seq.index, ([], ""))
+            logprobs = new_logprobs = None
+            if seq.token_logprobs is not None:
+                logprobs = [seq.token_logprobs[i] for i in range(len(seq.output_token_ids))]
+                new_logprobs = logprobs[len(logprobs) - len(new_token_ids) :]
             outputs.append(
                 CompletionOutput(
                     index=seq.index,
@@ -36,6 +40,8 @@ class Request:
                     new_text=new_text,
                     finish_reason=seq.finish_reason,
                     stop_reason=seq.stop_reason,
+                    logprobs=logprobs,
+                    new_logprobs=new_logprobs,
                 )
             )
         self.stats.num_denoising_steps = sum(seq.stats.num_denoising_steps for seq in self.seqs)

@@ -93,6 +93,8 @@ class Sequence:
     """Owned by the sequence's DecodingPolicy: KV-cache handles, APD verifier state, ..."""
     detokenizer_state: Any = None
     """Owned by the OutputProcessor: incremental detokenization offsets."""
+    token_logprobs: dict[int, Any] | None = None
+    """Generation position -> TokenLogprob of its committed token, when the request asked for logprobs."""
     needs_logits_processing: bool = False
     """Any penalty, bias, min_p, min_tokens, allowed or bad token is set (decided once, at admission)."""
 
