@@ -1,0 +1,85 @@
+"""The operator's decoding profiles and spec.decoding fields agree with the server's one knob schema.
+
+The operator image does not ship the server (no torch), so it cannot import vdiff.knobs; this test is the
+bridge: every profile value passes the server's own check, every flag the operator emits is parsed by
+the real `vdiff serve` parser, and every spec.decoding field has the knob's choices and lower bound.
+"""
+
+from __future__ import annotations
+
+import typing
+
+import annotated_types
+import pytest
+from vdiff_operator.builders.args import FAST_WITH_DRAFT, PROFILES, model_args
+from vdiff_operator.models import ApdSettings, Decoding, DiffusionModel
+
+from vdiff.config import EngineConfig
+from vdiff.entrypoints.cli_args import make_arg_parser, resolve_serve_args
+from vdiff.knobs import KNOBS_BY_NAME, SERVER_KNOBS
+
+SPEC_TO_KNOB = {
+    (Decoding, "decoding"): "decoding",
+    (Decoding, "steps"): "steps",
+    (Decoding, "block_length"): "block_length",
+    (Decoding, "threshold"): "threshold",
+    (Decoding, "kv_cache"): "kv_cache",
+    (Decoding, "kv_cache_vicinity"): "kv_cache_vicinity",
+    (Decoding, "remasking"): "remasking",
+    (Decoding, "dream_alg"): "alg",
+    (ApdSettings, "mixture_weight"): "apd_mixture_weight",
+    (ApdSettings, "kv_window"): "apd_kv_window",
+    (ApdSettings, "max_lookahead"): "apd_max_lookahead",
+}
+
+
+@pytest.mark.parametrize("settings", [*PROFILES.values(), FAST_WITH_DRAFT], ids=str)
+def test_every_profile_value_passes_the_servers_check(settings: dict) -> None:
+    for flag, value in settings.items():
+        knob = SERVER_KNOBS[flag]
+        assert knob.check(value, knob.flag_name) == value
+
+
+def test_every_decoding_field_of_the_spec_is_a_knob_with_its_choices_and_bound() -> None:
+    fields = {(owner, name) for owner in (Decoding, ApdSettings) for name in owner.model_fields}
+    assert fields - {(Decoding, "profile"), (Decoding, "apd")} == set(SPEC_TO_KNOB)
+    for (owner, name), knob_name in SPEC_TO_KNOB.items():
+        knob, info = KNOBS_BY_NAME[knob_name], owner.model_fields[name]
+        literal = [
+            arg for arg in typing.get_args(info.annotation) if typing.get_origin(arg) is typing.Literal
+        ]
+        if knob.choices:
+            assert literal and set(typing.get_args(literal[0])) == set(knob.choices), name
+            continue
+        lower = {type(m): m for m in info.metadata}
+        if knob.low_open:
+            assert lower[annotated_types.Gt].gt == knob.low, name
+        else:
+            assert lower[annotated_types.Ge].ge == knob.low, name
+        if knob.high is not None:
+            assert lower[annotated_types.Le].le <= knob.high, name
+
+
+def test_the_flags_the_operator_emits_are_accepted_by_vdiff_serve() -> None:
+    dm = DiffusionModel.from_body(
+        {
+            "metadata": {"name": "m", "namespace": "ns", "uid": "u"},
+            "spec": {
+                "model": {"uri": "hf://org/model"},
+                "draftModel": {"uri": "hf://org/draft"},
+                "decoding": {
+                    "profile": "fast",
+                    "steps": 64,
+                    "blockLength": 32,
+                    "kvCache": "dual",
+                    "kvCacheVicinity": 8,
+                    "remasking": "random",
+                    "dreamAlg": "entropy",
+                    "apd": {"mixtureWeight": 0.5, "kvWindow": 8, "maxLookahead": 32},
+                },
+            },
+        }
+    )
+    args = resolve_serve_args(make_arg_parser(), ["--model=org/model", *model_args(dm)], environ={})
+    config = EngineConfig(**args.engine_kwargs())
+    assert (config.decoding, config.apd_mixture_weight, config.diffusion_steps) == ("apd", 0.5, 64)
