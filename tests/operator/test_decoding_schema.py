@@ -11,12 +11,11 @@ import typing
 
 import annotated_types
 import pytest
-from vdiff_operator.builders.args import FAST_WITH_DRAFT, PROFILES, model_args
-from vdiff_operator.models import ApdSettings, Decoding, DiffusionModel
-
 from vdiff.config import EngineConfig
 from vdiff.entrypoints.cli_args import make_arg_parser, resolve_serve_args
 from vdiff.knobs import KNOBS_BY_NAME, SERVER_KNOBS
+from vdiff_operator.builders.args import FAST_WITH_DRAFT, PROFILES, model_args
+from vdiff_operator.models import ApdSettings, Decoding, DiffusionModel
 
 SPEC_TO_KNOB = {
     (Decoding, "decoding"): "decoding",
