@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
+from vdiff.entrypoints.openai import field_rules
 from vdiff.errors import VdiffValidationError
 from vdiff.knobs import KNOBS, KNOBS_BY_NAME
 from vdiff.sampling_params import SamplingParams
@@ -45,6 +46,9 @@ class ErrorResponse(OpenAIBaseModel):
     error: ErrorInfo
 
 
+CACHE_SALT_FORBIDDEN = ("@", "/", "\\", "\x00")
+
+
 class UsageInfo(OpenAIBaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -52,8 +56,8 @@ class UsageInfo(OpenAIBaseModel):
 
 
 class StreamOptions(OpenAIBaseModel):
-    include_usage: bool = False
-    continuous_usage_stats: bool = False
+    include_usage: bool | None = False
+    continuous_usage_stats: bool | None = False
 
 
 KnobFields = create_model(
@@ -65,7 +69,10 @@ KnobFields = create_model(
 
 
 class SamplingRequest(KnobFields):  # type: ignore[misc, valid-type]
-    """Fields both generation endpoints share, plus the one bridge to the engine's SamplingParams."""
+    """Fields both generation endpoints share, plus the one bridge to the engine's SamplingParams.
+
+    Every field of vLLM's request models is declared (with vLLM's default): honoured, or refused by
+    field_rules when set to a value vdiff cannot honour."""
 
     model: str | None = None
     n: int = 1
@@ -83,6 +90,37 @@ class SamplingRequest(KnobFields):  # type: ignore[misc, valid-type]
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
+    """Accepted and ignored, as in vLLM."""
+    best_of: int | None = None
+    """Gone from vLLM 0.33; accepted when it equals n (every generation is returned, none ranked)."""
+    session_id: str | None = None
+    """Routing affinity between related requests; one engine per server, so nothing to route."""
+    truncate_prompt_tokens: int | None = Field(default=None, ge=-1)
+    truncation_side: Literal["left", "right"] | None = None
+    request_id: str | None = None
+    return_tokens_as_token_ids: bool | None = None
+    return_token_ids: bool | None = None
+    cache_salt: str | None = None
+    # Declared so a value is type-checked and refused by name (field_rules.SHARED), never ignored.
+    use_beam_search: bool | None = False
+    length_penalty: float | None = 1.0
+    priority: int | None = 0
+    watermarking: bool | None = None
+    prompt_logprobs: int | None = None
+    logprob_token_ids: list[int] | None = None
+    structured_outputs: Any = None
+    response_format: Any = None
+    return_weight_versions: bool | None = False
+    routed_experts_prompt_start: int | None = 0
+    return_token_offsets: bool | None = False
+    mm_payload: str | None = "tensors"
+    return_mm_kwargs: bool | None = None
+    kv_transfer_params: Any = None
+    ec_transfer_params: Any = None
+    vllm_xargs: Any = None
+    repetition_detection: Any = None
+    thinking_token_budget: int | None = None
+    stream_interval: int | None = None
 
     def requested_max_tokens(self) -> int | None:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -90,11 +128,33 @@ class SamplingRequest(KnobFields):  # type: ignore[misc, valid-type]
     def requested_logprobs(self) -> int | None:  # pragma: no cover - overridden
         raise NotImplementedError
 
+    refused_fields: ClassVar[tuple[field_rules.Refused, ...]] = ()
+    """The endpoint's own refusals, on top of field_rules.SHARED and field_rules.REMOVED."""
+
     def check_supported(self) -> None:
+        field_rules.check_refused(self, (*field_rules.SHARED, *self.refused_fields, *field_rules.REMOVED))
+        if self.best_of is not None and self.best_of != self.n:
+            raise VdiffValidationError(
+                "best_of must equal n: vdiff returns every generation and does not rank candidates", "best_of"
+            )
         if self.stream_options is not None and self.stream_options.model_fields_set and not self.stream:
             raise VdiffValidationError(
                 "Stream options can only be defined when `stream=True`.", "stream_options"
             )
+        if self.cache_salt is not None and (
+            not self.cache_salt
+            or len(self.cache_salt) > 128
+            or any(char in self.cache_salt for char in CACHE_SALT_FORBIDDEN)
+        ):
+            raise VdiffValidationError(
+                "Parameter 'cache_salt' must be a non-empty string of at most 128 characters and must not "
+                "contain '@', '/', '\\', or NUL.",
+                "cache_salt",
+            )
+
+    @property
+    def tokens_as_ids(self) -> bool:
+        return bool(self.return_tokens_as_token_ids)
 
     def to_sampling_params(self, max_tokens: int) -> SamplingParams:
         """Only fields the client set override SamplingParams' defaults (and so the server's)."""
@@ -112,6 +172,8 @@ class SamplingRequest(KnobFields):  # type: ignore[misc, valid-type]
             value = getattr(self, name)
             if value is not None:
                 values[name] = value
+        if self.seed == -1:  # vLLM: -1 means unseeded
+            values.pop("seed")
         if self.stop is not None:
             values["stop"] = [self.stop] if isinstance(self.stop, str) else list(self.stop)
         if self.stop_token_ids is not None:
@@ -120,7 +182,24 @@ class SamplingRequest(KnobFields):  # type: ignore[misc, valid-type]
 
     @property
     def include_usage_in_stream(self) -> bool:
-        return self.stream_options is not None and self.stream_options.include_usage
+        return self.stream_options is not None and bool(self.stream_options.include_usage)
+
+    @property
+    def include_continuous_usage(self) -> bool:
+        """vLLM: usage on every chunk only together with include_usage."""
+        return self.include_usage_in_stream and bool(self.stream_options.continuous_usage_stats)  # type: ignore[union-attr]
+
+    def response_id(self, prefix: str) -> str:
+        """vLLM's response id: the client's request_id under the endpoint's prefix, else a random one."""
+        return f"{prefix}-{self.request_id}" if self.request_id else random_id(prefix)
+
+
+def usage_counts(prompt_tokens: int, completion_tokens: int) -> UsageInfo:
+    return UsageInfo(
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        total_tokens=prompt_tokens + completion_tokens,
+    )
 
 
 def random_id(prefix: str) -> str:

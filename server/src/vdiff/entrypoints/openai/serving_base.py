@@ -16,6 +16,7 @@ from vdiff.engine.outputs import RequestOutput
 from vdiff.engine.protocol import EngineClient
 from vdiff.entrypoints.openai.common import ErrorInfo, ErrorResponse, SamplingRequest
 from vdiff.entrypoints.openai.errors import ModelNotFoundError, error_info_for
+from vdiff.entrypoints.openai.logprobs import TokenNamer
 from vdiff.errors import VdiffValidationError
 from vdiff.metrics import FinishedRequest, ServerMetrics
 from vdiff.sampling_params import SamplingParams
@@ -99,22 +100,76 @@ class OpenAIServing:
 
     def render_chat(
         self,
-        conversation: list[dict[str, str]],
+        conversation: list[dict[str, Any]],
         *,
         add_generation_prompt: bool,
         kwargs: dict[str, Any] | None,
     ) -> list[int]:
+        return self.render_chat_prompt(
+            conversation, add_generation_prompt=add_generation_prompt, kwargs=kwargs
+        )[1]
+
+    def render_chat_prompt(
+        self,
+        conversation: list[dict[str, Any]],
+        *,
+        add_generation_prompt: bool,
+        kwargs: dict[str, Any] | None,
+        chat_template: str | None = None,
+        add_special_tokens: bool = False,
+    ) -> tuple[str, list[int]]:
+        """The rendered prompt text and its ids (special tokens come from the template unless asked)."""
+        template_kwargs = {
+            key: value
+            for key, value in (kwargs or {}).items()
+            if key not in ("add_generation_prompt", "chat_template", "tokenize", "return_dict")
+        }
         try:
-            return list(
-                self.engine.tokenizer_info.apply_chat_template(
-                    conversation, add_generation_prompt=add_generation_prompt, **(kwargs or {})
-                )
+            text = self.engine.tokenizer_info.render_chat(
+                conversation, add_generation_prompt, chat_template, **template_kwargs
             )
         except (ValueError, TypeError, KeyError) as error:
+            if isinstance(error, VdiffValidationError):
+                raise
             raise VdiffValidationError(f"could not apply the chat template: {error}", "messages") from error
+        return text, self.encode(text, add_special_tokens=add_special_tokens)
 
-    def decode(self, token_ids: list[int]) -> str:
-        return self.engine.tokenizer_info.decode(token_ids)
+    def chat_template_text(self, override: str | None) -> str:
+        """The template a chat request renders with (request > --chat-template > tokenizer's)."""
+        info = self.engine.tokenizer_info
+        template = override or info.chat_template or getattr(info.tokenizer, "chat_template", None) or ""
+        if isinstance(template, dict):
+            return "\n".join(str(value) for value in template.values())
+        return str(template)
+
+    def truncate(self, prompt_ids: list[int], request: SamplingRequest) -> list[int]:
+        """truncate_prompt_tokens as vLLM: keep k tokens (the last k, or the first k with truncation_side
+        "right"); -1 means as many as the context allows, above max_model_len is a 400."""
+        keep = request.truncate_prompt_tokens
+        if keep is None:
+            return prompt_ids
+        max_model_len = self.max_model_len
+        if keep == -1:
+            if max_model_len is None:
+                return prompt_ids
+            keep = max_model_len - 1
+        elif max_model_len is not None and keep > max_model_len:
+            raise VdiffValidationError(
+                f"truncate_prompt_tokens={keep} cannot be greater than max_model_len = {max_model_len}. "
+                "Please request a smaller truncation size.",
+                "truncate_prompt_tokens",
+            )
+        if len(prompt_ids) <= keep:
+            return prompt_ids
+        if request.truncation_side == "right":
+            return prompt_ids[:keep]
+        return prompt_ids[len(prompt_ids) - keep :]
+
+    def token_namer(self, request: SamplingRequest) -> TokenNamer:
+        return TokenNamer(self.engine.tokenizer_info, request.tokens_as_ids)
+
+    def decode(self, token_ids: list[int], *, skip_special_tokens: bool = True) -> str:
+        return self.engine.tokenizer_info.decode(token_ids, skip_special_tokens=skip_special_tokens)
 
     @property
     def vocab_size(self) -> int:

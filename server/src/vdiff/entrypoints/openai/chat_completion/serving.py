@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
 
-from vdiff.engine.outputs import RequestOutput
+from vdiff.engine.outputs import CompletionOutput, RequestOutput
 from vdiff.entrypoints.openai.chat_completion.protocol import (
     ChatCompletionChoice,
     ChatCompletionRequest,
@@ -15,7 +18,8 @@ from vdiff.entrypoints.openai.chat_completion.protocol import (
     ChatMessageOut,
     DeltaMessage,
 )
-from vdiff.entrypoints.openai.common import UsageInfo, random_id
+from vdiff.entrypoints.openai.common import UsageInfo, random_id, usage_counts
+from vdiff.entrypoints.openai.logprobs import TokenNamer, chat_logprobs
 from vdiff.entrypoints.openai.serving_base import (
     SSE_DONE,
     OpenAIServing,
@@ -25,114 +29,199 @@ from vdiff.entrypoints.openai.serving_base import (
     sse_event,
 )
 from vdiff.entrypoints.openai.text_input import check_text
+from vdiff.errors import VdiffValidationError
 
 DEFAULT_CHAT_MAX_TOKENS = 256
 """Chat default when the client sends no max_tokens (bounded by the context left; vllm-compatibility.md)."""
 
+TEMPLATE_VARIABLES = ("documents", "tools", "reasoning_effort")
+"""Request fields passed to the chat template only when the template reads them; otherwise a 400 (a
+template that ignores them would silently drop the client's tools or documents)."""
+
+
+@dataclass(slots=True)
+class ChatJob:
+    response_id: str
+    job: PromptJob
+    prompt_text: str
+    echo: str
+    """The last message's content when echo is set and it is the assistant's, else ""."""
+
 
 class OpenAIServingChat(OpenAIServing):
-    async def prepare(self, request: ChatCompletionRequest) -> tuple[str, PromptJob]:
+    async def prepare(self, request: ChatCompletionRequest) -> tuple[str, ChatJob]:
         """Check the request, then render and tokenize the chat in a worker thread (off the event loop)."""
         model_name = self.resolve_model_name(request.model)
         request.check_supported()
-        prompt_ids = await asyncio.to_thread(self._tokenize, request)
-        return model_name, self.build_job(random_id("chatcmpl"), prompt_ids, request, DEFAULT_CHAT_MAX_TOKENS)
+        prompt_text, prompt_ids = await asyncio.to_thread(self._tokenize, request)
+        job = self.build_job(random_id("chatcmpl"), prompt_ids, request, DEFAULT_CHAT_MAX_TOKENS)
+        conversation = request.conversation()
+        echo = ""
+        if request.echo and conversation and conversation[-1]["role"] == "assistant":
+            echo = conversation[-1]["content"] or ""
+        return model_name, ChatJob(request.response_id("chatcmpl"), job, prompt_text, echo)
 
-    def _tokenize(self, request: ChatCompletionRequest) -> list[int]:
+    def _template_kwargs(self, request: ChatCompletionRequest) -> dict[str, Any]:
+        kwargs = dict(request.chat_template_kwargs or {})
+        if request.continue_final_message:
+            kwargs["continue_final_message"] = True
+        template = None
+        for name in TEMPLATE_VARIABLES:
+            value = getattr(request, name)
+            if value is None:
+                continue
+            if template is None:
+                template = self.chat_template_text(request.chat_template)
+            if not re.search(rf"\b{name}\b", template):
+                raise VdiffValidationError(
+                    f"{name} is not supported by this model's chat template (it never reads `{name}`); "
+                    "pass a chat_template that renders it",
+                    name,
+                )
+            kwargs[name] = value
+        return kwargs
+
+    def _tokenize(self, request: ChatCompletionRequest) -> tuple[str, list[int]]:
         conversation = request.conversation()
         check_text(conversation, "messages")
         check_text(request.chat_template_kwargs, "chat_template_kwargs")
-        return self.render_chat(
+        check_text(request.chat_template, "chat_template")
+        text, prompt_ids = self.render_chat_prompt(
             conversation,
-            add_generation_prompt=request.add_generation_prompt,
-            kwargs=request.chat_template_kwargs,
+            add_generation_prompt=request.use_generation_prompt,
+            kwargs=self._template_kwargs(request),
+            chat_template=request.chat_template,
+            add_special_tokens=request.add_special_tokens,
         )
+        truncated = self.truncate(prompt_ids, request)
+        if len(truncated) != len(prompt_ids):
+            text = self.decode(truncated, skip_special_tokens=False)
+        return text, truncated
+
+    def _logprobs(self, namer: TokenNamer | None, choice: CompletionOutput, *, new: bool) -> Any:
+        if namer is None:
+            return None
+        return chat_logprobs((choice.new_logprobs if new else choice.logprobs) or [], namer)
 
     async def create_chat_completion(self, request: ChatCompletionRequest) -> ChatCompletionResponse:
-        model_name, job = await self.prepare(request)
-        final = await self.last_output(job)
+        model_name, chat = await self.prepare(request)
+        final = await self.last_output(chat.job)
+        namer = self.token_namer(request) if request.logprobs else None
         choices = [
             ChatCompletionChoice(
                 index=choice.index,
-                message=ChatMessageOut(content=choice.text),
+                message=ChatMessageOut(content=chat.echo + choice.text),
+                logprobs=self._logprobs(namer, choice, new=False),
                 finish_reason=choice.finish_reason,
                 stop_reason=choice.stop_reason,
+                token_ids=list(choice.token_ids) if request.return_token_ids else None,
             )
             for choice in final.outputs
         ]
         return ChatCompletionResponse(
-            id=job.request_id, model=model_name, choices=choices, usage=usage_of(job, final)
+            id=chat.response_id,
+            model=model_name,
+            choices=choices,
+            usage=usage_of(chat.job, final),
+            prompt_token_ids=list(chat.job.prompt_token_ids) if request.return_token_ids else None,
+            prompt_text=chat.prompt_text if request.return_prompt_text else None,
         )
 
     async def start_stream(self, request: ChatCompletionRequest) -> AsyncIterator[str]:
         """Admit the request (errors raise here, before headers), then return the SSE body iterator."""
-        model_name, job = await self.prepare(request)
-        stream = self.generate(job)
+        model_name, chat = await self.prepare(request)
+        stream = self.generate(chat.job)
         (first,) = await first_outputs([stream])
-        return self._stream(request, model_name, job, stream, first)
+        return self._stream(request, model_name, chat, stream, first)
 
     async def _stream(
         self,
         request: ChatCompletionRequest,
         model_name: str,
-        job: PromptJob,
+        chat: ChatJob,
         stream: AsyncIterator[RequestOutput],
         first: RequestOutput | None,
     ) -> AsyncIterator[str]:
         final = first
+        num_prompt = len(chat.job.prompt_token_ids)
+        continuous = request.include_continuous_usage
+        namer = self.token_namer(request) if request.logprobs else None
         try:
             role_chunk = ChatCompletionStreamResponse(
-                id=job.request_id,
+                id=chat.response_id,
                 model=model_name,
                 choices=[
                     ChatCompletionStreamChoice(index=index, delta=DeltaMessage(role="assistant", content=""))
                     for index in range(request.n)
                 ],
+                usage=usage_counts(num_prompt, 0) if continuous else None,
+                prompt_token_ids=list(chat.job.prompt_token_ids) if request.return_token_ids else None,
+                prompt_text=chat.prompt_text if request.return_prompt_text else None,
             )
             yield sse_event(role_chunk)
+            if chat.echo:
+                for index in range(request.n):
+                    echo_chunk = ChatCompletionStreamResponse(
+                        id=chat.response_id,
+                        model=model_name,
+                        choices=[
+                            ChatCompletionStreamChoice(index=index, delta=DeltaMessage(content=chat.echo))
+                        ],
+                        usage=usage_counts(num_prompt, 0) if continuous else None,
+                    )
+                    yield sse_event(echo_chunk)
             if first is not None:
-                for chunk in self._chunks(job.request_id, model_name, first):
+                for chunk in self._chunks(request, chat, model_name, first, namer):
                     yield chunk
             async for output in stream:
                 final = output
-                for chunk in self._chunks(job.request_id, model_name, output):
+                for chunk in self._chunks(request, chat, model_name, output, namer):
                     yield chunk
             if request.include_usage_in_stream and final is not None:
                 usage_chunk = ChatCompletionStreamResponse(
-                    id=job.request_id, model=model_name, choices=[], usage=usage_of(job, final)
+                    id=chat.response_id, model=model_name, choices=[], usage=usage_of(chat.job, final)
                 )
                 yield sse_event(usage_chunk)
         except Exception as error:  # the stream already started: report in-band, like vLLM
             yield sse_error(error)
         yield SSE_DONE
 
-    def _chunks(self, response_id: str, model_name: str, output: RequestOutput) -> list[str]:
+    def _chunks(
+        self,
+        request: ChatCompletionRequest,
+        chat: ChatJob,
+        model_name: str,
+        output: RequestOutput,
+        namer: TokenNamer | None,
+    ) -> list[str]:
         chunks = []
+        carries_tokens = namer is not None or bool(request.return_token_ids)
         for choice in output.outputs:
-            if not choice.new_text and choice.finish_reason is None:
+            new_ids = choice.new_token_ids
+            if not choice.new_text and not (new_ids and carries_tokens) and choice.finish_reason is None:
                 continue
             delta = DeltaMessage(content=choice.new_text) if choice.new_text else DeltaMessage()
+            usage = None
+            if request.include_continuous_usage:
+                usage = usage_counts(len(chat.job.prompt_token_ids), len(choice.token_ids))
             chunk = ChatCompletionStreamResponse(
-                id=response_id,
+                id=chat.response_id,
                 model=model_name,
                 choices=[
                     ChatCompletionStreamChoice(
                         index=choice.index,
                         delta=delta,
+                        logprobs=self._logprobs(namer, choice, new=True),
                         finish_reason=choice.finish_reason,
                         stop_reason=choice.stop_reason,
+                        token_ids=list(new_ids) if request.return_token_ids else None,
                     )
                 ],
+                usage=usage,
             )
             chunks.append(sse_event(chunk))
         return chunks
 
 
 def usage_of(job: PromptJob, final: RequestOutput) -> UsageInfo:
-    prompt_tokens = len(job.prompt_token_ids)
-    completion_tokens = sum(len(choice.token_ids) for choice in final.outputs)
-    return UsageInfo(
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens,
-        total_tokens=prompt_tokens + completion_tokens,
-    )
+    return usage_counts(len(job.prompt_token_ids), sum(len(choice.token_ids) for choice in final.outputs))

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
+from vdiff.entrypoints.openai import field_rules
 from vdiff.entrypoints.openai.common import (
     FinishReason,
     OpenAIBaseModel,
@@ -24,11 +25,14 @@ Prompt = str | list[str] | list[int] | list[list[int]]
 class CompletionRequest(SamplingRequest):
     prompt: Prompt
     max_tokens: int | None = DEFAULT_COMPLETION_MAX_TOKENS
-    echo: bool = False
+    echo: bool | None = False
     suffix: str | None = None
-    best_of: int | None = None
+    add_special_tokens: bool = True
+    prompt_embeds: bytes | list[bytes] | None = None
 
     logprobs: int | None = None
+
+    refused_fields: ClassVar[tuple[field_rules.Refused, ...]] = field_rules.COMPLETION
 
     def requested_max_tokens(self) -> int | None:
         return self.max_tokens
@@ -38,14 +42,16 @@ class CompletionRequest(SamplingRequest):
 
     def check_supported(self) -> None:
         super().check_supported()
-        if self.logprobs is not None:
-            raise VdiffValidationError("logprobs are not supported by vdiff yet", "logprobs")
-        if self.echo:
-            raise VdiffValidationError("echo is not supported by vdiff", "echo")
-        if self.suffix:
-            raise VdiffValidationError("suffix (insertion) is not supported by vdiff", "suffix")
-        if self.best_of is not None and self.best_of != self.n:
-            raise VdiffValidationError("best_of must equal n (no candidate ranking)", "best_of")
+        if self.logprobs is not None and self.logprobs < 0:
+            raise VdiffValidationError(
+                f"logprobs must be >= 0, got {self.logprobs} (-1, the whole vocabulary, is over the "
+                "server's --max-logprobs)",
+                "logprobs",
+            )
+        if self.echo and self.logprobs is not None:
+            raise VdiffValidationError(
+                f"echo with logprobs asks for the prompt's logprobs: {field_rules.PROMPT_SCORING}", "echo"
+            )
 
     def prompts(self) -> list[str | list[int]]:
         """The prompt as a list of single prompts (text or token ids)."""
@@ -59,12 +65,23 @@ class CompletionRequest(SamplingRequest):
         return list(prompt)  # type: ignore[arg-type]
 
 
+class CompletionLogProbs(OpenAIBaseModel):
+    """OpenAI's legacy completions format: per token its text, logprob, top alternatives and offset."""
+
+    text_offset: list[int] = Field(default_factory=list)
+    token_logprobs: list[float | None] = Field(default_factory=list)
+    tokens: list[str] = Field(default_factory=list)
+    top_logprobs: list[dict[str, float] | None] = Field(default_factory=list)
+
+
 class CompletionResponseChoice(OpenAIBaseModel):
     index: int
     text: str
-    logprobs: None = None
+    logprobs: CompletionLogProbs | None = None
     finish_reason: FinishReason = None
     stop_reason: int | str | None = None
+    prompt_token_ids: list[int] | None = None
+    token_ids: list[int] | None = None
 
 
 class CompletionResponse(OpenAIBaseModel):
@@ -79,9 +96,11 @@ class CompletionResponse(OpenAIBaseModel):
 class CompletionStreamChoice(OpenAIBaseModel):
     index: int
     text: str
-    logprobs: None = None
+    logprobs: CompletionLogProbs | None = None
     finish_reason: FinishReason = None
     stop_reason: int | str | None = None
+    prompt_token_ids: list[int] | None = None
+    token_ids: list[int] | None = None
 
 
 class CompletionStreamResponse(OpenAIBaseModel):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 
 from vdiff.engine.outputs import RequestOutput
 from vdiff.engine.protocol import EngineClient
-from vdiff.entrypoints.openai.common import UsageInfo, random_id
+from vdiff.entrypoints.openai.common import UsageInfo, random_id, usage_counts
 from vdiff.entrypoints.openai.completion.protocol import (
     CompletionRequest,
     CompletionResponse,
@@ -15,6 +17,7 @@ from vdiff.entrypoints.openai.completion.protocol import (
     CompletionStreamChoice,
     CompletionStreamResponse,
 )
+from vdiff.entrypoints.openai.logprobs import TokenNamer, completion_logprobs, next_text_offset
 from vdiff.entrypoints.openai.serving_base import (
     SSE_DONE,
     OpenAIServing,
@@ -43,7 +46,7 @@ class OpenAIServingCompletion(OpenAIServing):
         super().__init__(engine, served_model_names, metrics, log_requests=log_requests)
         self.max_prompts_per_request = max_prompts_per_request
 
-    async def prepare(self, request: CompletionRequest) -> tuple[str, list[PromptJob]]:
+    async def prepare(self, request: CompletionRequest) -> tuple[str, CompletionJobs]:
         """Check the request, tokenize its prompts in a worker thread (the event loop keeps serving)."""
         model_name = self.resolve_model_name(request.model)
         request.check_supported()
@@ -54,76 +57,91 @@ class OpenAIServingCompletion(OpenAIServing):
                 f"prompt holds {len(prompts)} prompts; at most {limit} are allowed in one request",
                 "prompt",
             )
-        all_prompt_ids = await asyncio.to_thread(self._tokenize, prompts)
-        request_id = random_id("cmpl")
+        tokenized = await asyncio.to_thread(self._tokenize, request, prompts)
+        engine_id = random_id("cmpl")
         jobs = [
-            self.build_job(f"{request_id}-{index}", prompt_ids, request, None)
-            for index, prompt_ids in enumerate(all_prompt_ids)
+            self.build_job(f"{engine_id}-{index}", prompt_ids, request, None)
+            for index, (prompt_ids, _) in enumerate(tokenized)
         ]
-        return model_name, jobs
+        echoes = [text if request.echo else "" for _, text in tokenized]
+        return model_name, CompletionJobs(request.response_id("cmpl"), jobs, echoes)
 
-    def _tokenize(self, prompts: list[str | list[int]]) -> list[list[int]]:
-        all_prompt_ids = []
+    def _tokenize(
+        self, request: CompletionRequest, prompts: list[str | list[int]]
+    ) -> list[tuple[list[int], str]]:
+        """Each prompt's ids (truncated as asked) and the text echo prepends (the prompt as sent, or the
+        decoded ids when they were given as ids or truncated)."""
+        encode = functools.partial(self.encode, add_special_tokens=request.add_special_tokens)
+        tokenized = []
         for prompt in prompts:
             if isinstance(prompt, str):
-                prompt_ids = encode_text(self.encode, prompt, "prompt")
+                prompt_ids = encode_text(encode, prompt, "prompt")
             else:
                 prompt_ids = list(prompt)
                 self.check_token_ids(prompt_ids, "prompt")
-            all_prompt_ids.append(prompt_ids)
-        return all_prompt_ids
+            truncated = self.truncate(prompt_ids, request)
+            if not request.echo:
+                text = ""
+            elif isinstance(prompt, str) and len(truncated) == len(prompt_ids):
+                text = prompt
+            else:
+                text = self.decode(truncated, skip_special_tokens=False)
+            tokenized.append((truncated, text))
+        return tokenized
 
     async def create_completion(self, request: CompletionRequest) -> CompletionResponse:
-        model_name, jobs = await self.prepare(request)
-        finals = await gather_or_cancel([self.last_output(job) for job in jobs])
+        model_name, batch = await self.prepare(request)
+        finals = await gather_or_cancel([self.last_output(job) for job in batch.jobs])
+        namer = self.token_namer(request) if request.logprobs is not None else None
         choices = []
-        for prompt_index, output in enumerate(finals):
+        for prompt_index, (job, output) in enumerate(zip(batch.jobs, finals, strict=True)):
+            echo = batch.echoes[prompt_index]
             for choice in output.outputs:
                 choices.append(
                     CompletionResponseChoice(
                         index=prompt_index * request.n + choice.index,
-                        text=choice.text,
+                        text=echo + choice.text,
+                        logprobs=None if namer is None else completion_logprobs(choice.logprobs or [], namer),
                         finish_reason=choice.finish_reason,
                         stop_reason=choice.stop_reason,
+                        prompt_token_ids=list(job.prompt_token_ids) if request.return_token_ids else None,
+                        token_ids=list(choice.token_ids) if request.return_token_ids else None,
                     )
                 )
         return CompletionResponse(
-            id=jobs[0].request_id.rsplit("-", 1)[0],
-            model=model_name,
-            choices=choices,
-            usage=usage_of(jobs, finals),
+            id=batch.response_id, model=model_name, choices=choices, usage=usage_of(batch.jobs, finals)
         )
 
     async def start_stream(self, request: CompletionRequest) -> AsyncIterator[str]:
         """Admit every prompt (errors raise here, before headers), then return the SSE body iterator."""
-        model_name, jobs = await self.prepare(request)
-        streams = [self.generate(job) for job in jobs]
+        model_name, batch = await self.prepare(request)
+        streams = [self.generate(job) for job in batch.jobs]
         firsts = await first_outputs(streams)
-        return self._stream(request, model_name, jobs, streams, firsts)
+        return self._stream(request, model_name, batch, streams, firsts)
 
     async def _stream(
         self,
         request: CompletionRequest,
         model_name: str,
-        jobs: list[PromptJob],
+        batch: CompletionJobs,
         streams: list[AsyncIterator[RequestOutput]],
         firsts: list[RequestOutput | None],
     ) -> AsyncIterator[str]:
-        response_id = jobs[0].request_id.rsplit("-", 1)[0]
         finals: list[RequestOutput | None] = list(firsts)
+        state = _StreamState(self.token_namer(request) if request.logprobs is not None else None)
         try:
             for index, first in enumerate(firsts):
                 if first is not None:
-                    for chunk in self._chunks(request, response_id, model_name, index, first):
+                    for chunk in self._chunks(request, model_name, batch, index, first, state):
                         yield chunk
             async for index, output in merge_streams(streams):
                 finals[index] = output
-                for chunk in self._chunks(request, response_id, model_name, index, output):
+                for chunk in self._chunks(request, model_name, batch, index, output, state):
                     yield chunk
             if request.include_usage_in_stream:
-                usage = usage_of(jobs, [final for final in finals if final is not None])
+                usage = usage_of(batch.jobs, [final for final in finals if final is not None])
                 yield sse_event(
-                    CompletionStreamResponse(id=response_id, model=model_name, choices=[], usage=usage)
+                    CompletionStreamResponse(id=batch.response_id, model=model_name, choices=[], usage=usage)
                 )
         except Exception as error:  # the stream already started: report in-band, like vLLM
             yield sse_error(error)
@@ -132,29 +150,68 @@ class OpenAIServingCompletion(OpenAIServing):
     def _chunks(
         self,
         request: CompletionRequest,
-        response_id: str,
         model_name: str,
+        batch: CompletionJobs,
         prompt_index: int,
         output: RequestOutput,
+        state: _StreamState,
     ) -> list[str]:
         chunks = []
+        job = batch.jobs[prompt_index]
+        carries_tokens = state.namer is not None or bool(request.return_token_ids)
         for choice in output.outputs:
-            if not choice.new_text and choice.finish_reason is None:
+            index = prompt_index * request.n + choice.index
+            first = index not in state.started
+            text = (batch.echoes[prompt_index] if first else "") + choice.new_text
+            new_ids = choice.new_token_ids
+            if not text and not (new_ids and carries_tokens) and choice.finish_reason is None:
                 continue
+            state.started.add(index)
+            logprobs = None
+            if state.namer is not None:
+                offset = state.offsets.get(index, 0)
+                logprobs = completion_logprobs(choice.new_logprobs or [], state.namer, offset)
+                state.offsets[index] = next_text_offset(logprobs, offset)
+            usage = None
+            if request.include_continuous_usage:
+                usage = usage_counts(len(job.prompt_token_ids), len(choice.token_ids))
             chunk = CompletionStreamResponse(
-                id=response_id,
+                id=batch.response_id,
                 model=model_name,
                 choices=[
                     CompletionStreamChoice(
-                        index=prompt_index * request.n + choice.index,
-                        text=choice.new_text,
+                        index=index,
+                        text=text,
+                        logprobs=logprobs,
                         finish_reason=choice.finish_reason,
                         stop_reason=choice.stop_reason,
+                        prompt_token_ids=list(job.prompt_token_ids)
+                        if request.return_token_ids and first
+                        else None,
+                        token_ids=list(new_ids) if request.return_token_ids else None,
                     )
                 ],
+                usage=usage,
             )
             chunks.append(sse_event(chunk))
         return chunks
+
+
+@dataclass(slots=True)
+class CompletionJobs:
+    response_id: str
+    jobs: list[PromptJob]
+    echoes: list[str]
+    """Per prompt: the text prepended to each choice (echo), else ""."""
+
+
+@dataclass(slots=True)
+class _StreamState:
+    namer: TokenNamer | None
+    started: set[int] = field(default_factory=set)
+    """Choices that sent their first chunk (echo text and prompt_token_ids go on it)."""
+    offsets: dict[int, int] = field(default_factory=dict)
+    """Per choice, the text offset the next chunk's logprobs start at."""
 
 
 def usage_of(jobs: list[PromptJob], finals: list[RequestOutput]) -> UsageInfo:
