@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from deploy import support
 from deploy.support import (
     REPO_ROOT,
     kustomization_dirs,
@@ -133,3 +134,14 @@ def test_rhoai_template_is_the_operators_own() -> None:
     assert runtime["kind"] == "ServingRuntime"
     assert rendered["metadata"]["labels"]["opendatahub.io/dashboard"] == "true"
     assert "--served-model-name={{.Name}}" in runtime["spec"]["containers"][0]["args"]
+
+
+@pytest.mark.parametrize(
+    ("ci", "outcome"), [("true", pytest.fail.Exception), ("false", pytest.skip.Exception)]
+)
+def test_missing_shared_crds_fail_in_ci(monkeypatch, tmp_path, ci, outcome) -> None:
+    """`.ci/run` sets CI=true and has ../shared: an absent schema there is a failure, not a silent skip."""
+    monkeypatch.setattr(support, "SHARED_CRDS", tmp_path / "absent")
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(outcome, match="is absent"):
+        support.crd_schema("serving.kserve.io/v1alpha1", "ServingRuntime")

@@ -44,3 +44,33 @@ def test_console_script_runs() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert [d["kind"] for d in yaml.safe_load_all(result.stdout)] == ["ServingRuntime", "InferenceService"]
+
+
+def test_render_shows_dashboard_linkage_and_explicit_runtimes(capsys) -> None:
+    """odh-dashboard findTemplateByName (frontend/src/api/k8s/servingRuntimes.ts, packages/kserve/src/
+    deployServer.ts) matches template-name against the Template's or objects[0]'s name: both are the same;
+    runtime-version is compared with the Template's (packages/model-serving/src/concepts/versions.ts)."""
+    assert main(["render", "-f", str(SAMPLE), "--rhoai"]) == 0
+    runtime, isvc, _route, template = yaml.safe_load_all(capsys.readouterr().out)
+    annotations = runtime["metadata"]["annotations"]
+    assert annotations["opendatahub.io/template-name"] == template["metadata"]["name"]
+    assert template["objects"][0]["metadata"]["name"] == template["metadata"]["name"]
+    version = template["objects"][0]["metadata"]["annotations"]["opendatahub.io/runtime-version"]
+    assert annotations["opendatahub.io/runtime-version"] == version
+    assert runtime["spec"]["supportedModelFormats"] == [{"name": "vdiff", "autoSelect": False}]
+    assert isvc["spec"]["predictor"]["model"]["runtime"] == runtime["metadata"]["name"]
+    assert "parameters" not in template
+
+
+def test_render_two_models_gives_two_admissible_runtimes(tmp_path, capsys) -> None:
+    """kserve pkg/webhook/admission/servingruntime/servingruntime_webhook.go admits both (api_server.py)."""
+    from api_server import servingruntime_denial
+
+    one = yaml.safe_load(SAMPLE.read_text())
+    two = {**one, "metadata": {**one["metadata"], "name": "second"}}
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump_all([one, two]))
+    assert main(["render", "-f", str(path), "-n", "models"]) == 0
+    runtimes = [d for d in yaml.safe_load_all(capsys.readouterr().out) if d["kind"] == "ServingRuntime"]
+    assert len(runtimes) == 2
+    assert servingruntime_denial(runtimes[1], runtimes[:1]) is None

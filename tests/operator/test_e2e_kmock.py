@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import pytest
 import vdiff_operator  # noqa: F401  (registers the handlers)
 import yaml
 from crd_schemas import validate_upstream
+from emulator import Emulator
 
 NS = "models"
 DM = "vdiff.io/v1alpha1/diffusionmodels"
@@ -35,17 +35,6 @@ OPENSHIFT = {
     ROUTE: kmock.ResourceInfo(kind="Route", namespaced=True, verbs={"get", "list", "create"}),
     MONITOR: kmock.ResourceInfo(kind="ServiceMonitor", namespaced=True, verbs={"get", "list", "create"}),
 }
-
-
-class Emulator(kmock.KubernetesEmulator):
-    """kmock's emulator plus the API server's generateName (kopf posts Events with generated names)."""
-
-    async def _handle(self, request: kmock.Request) -> Any:
-        data = request.data if isinstance(request.data, dict) else None
-        meta = (data or {}).get("metadata") or {}
-        if request.action == kmock.action.CREATE and meta.get("generateName") and not meta.get("name"):
-            meta["name"] = f"{meta['generateName']}{uuid.uuid4().hex[:5]}"
-        return await super()._handle(request)
 
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.kmock(cls=Emulator)]
@@ -359,7 +348,7 @@ async def test_openshift_ai_gets_the_dashboard_template(cluster: kmock.Kubernete
             < 300
         )
         template = await eventually(
-            lambda: live(cluster, TEMPLATE, "vdiff-runtime-template", "redhat-ods-applications"), "Template"
+            lambda: live(cluster, TEMPLATE, "vdiff-runtime", "redhat-ods-applications"), "Template"
         )
         validate_upstream(template)
         assert template["objects"][0]["kind"] == "ServingRuntime"
@@ -370,3 +359,162 @@ async def test_openshift_ai_gets_the_dashboard_template(cluster: kmock.Kubernete
         assert condition(dm, "Monitored")["reason"] == "OpenShiftAI"
         assert live(cluster, MONITOR, "llada-engine") is None  # odh-model-controller scrapes it already
         assert live(cluster, ISVC, "llada")["metadata"]["labels"]["opendatahub.io/dashboard"] == "true"
+
+
+RHOAI = {
+    TEMPLATE: kmock.ResourceInfo(kind="Template", namespaced=True, verbs={"get", "create"}),
+    DSCI: kmock.ResourceInfo(kind="DSCInitialization", namespaced=False, verbs={"list"}),
+}
+
+
+def seed_rhoai(emulator: kmock.KubernetesEmulator) -> None:
+    declare(emulator, KSERVE | OPENSHIFT | RHOAI)
+    emulator.objects[DSCI, None, "default-dsci"] = {
+        "apiVersion": "dscinitialization.opendatahub.io/v1",
+        "kind": "DSCInitialization",
+        "metadata": {"name": "default-dsci", "uid": "dsci", "resourceVersion": "1"},
+        "spec": {"applicationsNamespace": "redhat-ods-applications"},
+    }
+
+
+def writes(emulator: kmock.KubernetesEmulator, since: int = 0) -> list[str]:
+    """Every mutating request (events included) after the first `since` requests."""
+    return [
+        f"{r.method} {r.url.path}"
+        for r in list(emulator)[since:]
+        if str(r.method).upper().rsplit(".", 1)[-1] in ("POST", "PUT", "PATCH", "DELETE")
+    ]
+
+
+async def mark_ready(emulator: kmock.KubernetesEmulator, name: str) -> None:
+    ready = {
+        "status": {"conditions": [{"type": "Ready", "status": "True"}], "url": f"http://{name}.{NS}.svc"}
+    }
+    path = f"/apis/serving.kserve.io/v1beta1/namespaces/{NS}/inferenceservices/{name}/status"
+    assert await api(emulator, "PATCH", path, ready) < 300
+
+
+def children(emulator: kmock.KubernetesEmulator, name: str) -> dict[str, dict | None]:
+    return {
+        kind: live(emulator, resource, child)
+        for kind, resource, child in (
+            ("InferenceService", ISVC, name),
+            ("ServingRuntime", RUNTIME, name),
+            ("Route", ROUTE, f"{name}-api"),
+            ("ServiceMonitor", MONITOR, f"{name}-engine"),
+        )
+    }
+
+
+async def test_two_models_in_one_namespace_and_deleting_one(cluster: kmock.KubernetesEmulator) -> None:
+    """Both runtimes pass KServe's ServingRuntime admission (api_server.servingruntime_denial, from kserve
+    pkg/webhook/admission/servingruntime/servingruntime_webhook.go); GC follows ownerReferences only."""
+    declare(cluster, KSERVE | OPENSHIFT)
+    async with running_operator():
+        for name in ("llada", "dream"):
+            path = f"/apis/vdiff.io/v1alpha1/namespaces/{NS}/diffusionmodels"
+            assert await api(cluster, "POST", path, sample(name)) < 300
+        for name in ("llada", "dream"):
+            await eventually(lambda n=name: all(children(cluster, n).values()), f"children of {name}")
+            await mark_ready(cluster, name)
+        for name in ("llada", "dream"):
+            dm = await eventually(
+                lambda n=name: (
+                    condition(live(cluster, DM, n), "Ready").get("status") == "True" and live(cluster, DM, n)
+                ),
+                f"{name} Ready",
+            )
+            assert condition(dm, "Reconciled")["status"] == "True"
+            isvc = live(cluster, ISVC, name)
+            assert isvc["spec"]["predictor"]["model"]["runtime"] == name  # explicit: no auto-selection
+            runtime = live(cluster, RUNTIME, name)
+            assert runtime["spec"]["supportedModelFormats"] == [{"name": "vdiff", "autoSelect": False}]
+
+        kept = children(cluster, "llada")
+        since = len(list(cluster))
+        path = f"/apis/vdiff.io/v1alpha1/namespaces/{NS}/diffusionmodels/dream"
+        assert await api(cluster, "DELETE", path) < 300
+        await eventually(lambda: live(cluster, DM, "dream") is None, "dream gone")
+        await eventually(lambda: not any(children(cluster, "dream").values()), "dream's children collected")
+        await asyncio.sleep(1.5)  # a few resyncs of llada
+        assert children(cluster, "llada") == kept
+        assert not [w for w in writes(cluster, since) if "/llada" in w and "/diffusionmodels/" not in w]
+
+
+async def test_resync_of_an_unchanged_object_writes_nothing(cluster: kmock.KubernetesEmulator) -> None:
+    """The server's stored form is not what we sent (api_server.isvc_defaults: KServe's
+    inference_service_defaults.go rewrites RawDeployment -> Standard and re-marshals quantities;
+    api_server.template_stored: openshift/api template/v1/types.go drops omitempty fields)."""
+    seed_rhoai(cluster)
+    body = sample()
+    body["spec"]["resources"] = {"gpus": 0, "cpu": "0.5", "memory": "2048Mi", "limits": {"cpu": "1.5"}}
+    async with running_operator():
+        path = f"/apis/vdiff.io/v1alpha1/namespaces/{NS}/diffusionmodels"
+        assert await api(cluster, "POST", path, body) < 300
+        await eventually(
+            lambda: live(cluster, TEMPLATE, "vdiff-runtime", "redhat-ods-applications"), "Template"
+        )
+        await eventually(
+            lambda: condition(live(cluster, DM, "llada"), "Reconciled").get("status") == "True", "reconciled"
+        )
+        isvc = live(cluster, ISVC, "llada")
+        assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
+        resources = isvc["spec"]["predictor"]["model"]["resources"]
+        assert resources["requests"] == {"cpu": "500m", "memory": "2Gi"}
+        assert resources["limits"] == {"cpu": "1500m", "memory": "2Gi"}
+        template = live(cluster, TEMPLATE, "vdiff-runtime", "redhat-ods-applications")
+        assert "parameters" not in template
+        await asyncio.sleep(1.0)  # let the create-time writes (status, events) settle
+
+        since = len(list(cluster))
+        await asyncio.sleep(2.5)  # five resync ticks at 0.5 s
+        reads = [
+            r for r in list(cluster)[since:] if r.resource is not None and r.resource.plural == "templates"
+        ]
+        assert len(reads) >= 2, "the drift timer did not run"
+        assert writes(cluster, since) == []
+
+
+async def test_a_denied_apply_is_reported_in_status(
+    cluster: kmock.KubernetesEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the first version's runtime formats (autoSelect + priority 1 on every runtime), KServe's webhook
+    denies the second model's runtime; the API's message must reach the DiffusionModel's conditions."""
+    from vdiff_operator.builders import servingruntime
+
+    original = servingruntime.runtime_spec
+
+    def first_version(*args: Any, **kwargs: Any) -> dict:
+        spec = original(*args, **kwargs)
+        spec["supportedModelFormats"] = [{"name": "vdiff", "autoSelect": True, "priority": 1}]
+        return spec
+
+    monkeypatch.setattr(servingruntime, "runtime_spec", first_version)
+    declare(cluster, KSERVE)
+    async with running_operator():
+        path = f"/apis/vdiff.io/v1alpha1/namespaces/{NS}/diffusionmodels"
+        assert await api(cluster, "POST", path, sample("llada")) < 300
+        await eventually(lambda: live(cluster, ISVC, "llada"), "first model's InferenceService")
+        assert await api(cluster, "POST", path, sample("dream")) < 300
+        dm = await eventually(
+            lambda: (
+                condition(live(cluster, DM, "dream"), "Ready").get("reason") == "ApplyFailed"
+                and live(cluster, DM, "dream")
+            ),
+            "ApplyFailed",
+        )
+        expected = (
+            'admission webhook "servingruntime.kserve-webhook-server.validator" denied the request: '
+            "same priority assigned for the model format vdiff in the servingruntimes llada and dream "
+            f"in namespace {NS}"
+        )
+        assert condition(dm, "Ready")["status"] == "False"
+        assert expected in condition(dm, "Ready")["message"]
+        assert condition(dm, "Reconciled") == {**condition(dm, "Reconciled"), "status": "False"}
+        assert live(cluster, RUNTIME, "dream") is None
+        assert live(cluster, ISVC, "dream") is None  # it would name a runtime that does not exist
+        await eventually(
+            lambda: any(r.resource is not None and r.resource.plural == "events" and "ApplyFailed" in r.text
+                        for r in list(cluster)),
+            "a Warning event",
+        )  # fmt: skip

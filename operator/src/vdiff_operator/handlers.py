@@ -8,8 +8,9 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
+from vdiff_operator.merge import is_subset
 from vdiff_operator.models import GROUP, PLURAL, VERSION, DiffusionModel
-from vdiff_operator.reconcile import invalid_spec_status, reconcile
+from vdiff_operator.reconcile import APPLY_FAILED, invalid_spec_status, reconcile
 from vdiff_operator.settings import resync_interval
 
 
@@ -22,9 +23,12 @@ async def _reconcile(body: kopf.Body, status: kopf.Status, patch: kopf.Patch, me
         raise kopf.PermanentError(f"invalid spec: {error}") from error
     outcome = await reconcile(dm, memo.api, previous=previous, default_image=memo.default_image)
     memo.reconciles = getattr(memo, "reconciles", 0) + 1
-    patch.status.update(outcome.status)
+    if not is_subset(outcome.status, dict(status or {})):  # an unchanged resync writes nothing
+        patch.status.update(outcome.status)
     for reason, message in outcome.events:
         kopf.info(body, reason=reason, message=message)
+    if outcome.apply_error:
+        kopf.warn(body, reason=APPLY_FAILED, message=outcome.apply_error)
     if outcome.retry_reason:
         kopf.warn(body, reason="KServeNotInstalled", message=outcome.retry_reason)
         raise kopf.TemporaryError(outcome.retry_reason, delay=memo.retry_delay)

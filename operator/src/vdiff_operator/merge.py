@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from vdiff_operator.normalize import is_omitted, normalized
+
 LAST_APPLIED_ANNOTATION = "vdiff.io/last-applied"
 IDENTITY_KEYS = ("apiVersion", "kind")
 IDENTITY_METADATA = ("name", "namespace", "ownerReferences")
@@ -27,10 +29,14 @@ def managed_fields(desired: dict[str, Any]) -> dict[str, Any]:
 
 
 def is_subset(wanted: Any, observed: Any) -> bool:
-    """True when every field in `wanted` is present and equal in `observed` (extra fields are fine)."""
+    """True when every field in `wanted` is present and equal in `observed` (extra fields are fine).
+
+    A wanted empty value (`[]`, `{}`, `""`, `false`, null) may be absent: `omitempty` drops it on the server.
+    """
     if isinstance(wanted, dict):
         return isinstance(observed, dict) and all(
-            key in observed and is_subset(value, observed[key]) for key, value in wanted.items()
+            is_subset(value, observed[key]) if key in observed else is_omitted(value)
+            for key, value in wanted.items()
         )
     if isinstance(wanted, list):
         return (
@@ -85,13 +91,18 @@ def with_last_applied(desired: dict[str, Any]) -> dict[str, Any]:
 
 
 def apply_patch(desired: dict[str, Any], observed: dict[str, Any]) -> dict[str, Any] | None:
-    """A JSON merge patch bringing `observed` to `desired` for our fields, or None when nothing drifted."""
+    """A JSON merge patch bringing `observed` to `desired` for our fields, or None when nothing drifted.
+
+    Both sides are compared as the API server stores them (vdiff_operator.normalize): a field the server
+    canonicalised or dropped as empty is not drift, so an unchanged object is never patched again.
+    """
     wanted = managed_fields(desired)
     dropped = removals(last_applied(observed), wanted, observed)
+    in_sync = is_subset(normalized(wanted), normalized(observed))
     owners = desired.get("metadata", {}).get("ownerReferences", [])
     observed_owners = observed.get("metadata", {}).get("ownerReferences", [])
     missing_owners = [ref for ref in owners if ref.get("uid") not in {o.get("uid") for o in observed_owners}]
-    if is_subset(wanted, observed) and not dropped and not missing_owners:
+    if in_sync and not dropped and not missing_owners:
         return None
     patch = deep_merge(dropped, managed_fields(with_last_applied(desired)))
     if missing_owners:

@@ -22,6 +22,11 @@ class Outcome:
     """(reason, message) for each child created or updated."""
     retry_reason: str | None = None
     """Set when the reconcile must be retried later (e.g. KServe not installed yet)."""
+    apply_error: str | None = None
+    """Set when the API server refused a child (4xx); the next resync tries again."""
+
+
+APPLY_FAILED = "ApplyFailed"
 
 
 async def reconcile(
@@ -50,11 +55,21 @@ async def reconcile(
         try:
             action, observed[kind] = await api.apply(child)
         except ApiError as error:
-            if kind != "Template":
-                raise
-            # The dashboard Template is a convenience: missing RBAC there must not block serving.
-            warnings.append(f"dashboard Template not applied: {error}")
-            continue
+            if kind == "Template":
+                # The dashboard Template is a convenience: missing RBAC there must not block serving.
+                warnings.append(f"dashboard Template not applied: {error}")
+                continue
+            if not 400 <= error.status < 500:
+                raise  # the API server is unwell: kopf retries with back-off
+            # Refused (a webhook denial, an invalid field, RBAC): the user must see why, in status.
+            # Children after this one depend on it (the InferenceService names its runtime): stop here.
+            message = f"{kind} {name}: {error.message or error}"
+            conditions = [
+                condition(st.READY, "False", APPLY_FAILED, message),
+                condition(st.RECONCILED, "False", APPLY_FAILED, message),
+            ]
+            status = st.build_status(dm, conditions, url=None, inference_service=inference_service_name(dm))
+            return Outcome(status, events=events, apply_error=message)
         if action != "unchanged":
             events.append((action.capitalize(), f"{action.capitalize()} {kind} {name}"))
             logger.info("%s %s %s/%s", action, kind, child["metadata"].get("namespace"), name)

@@ -14,9 +14,19 @@ DASHBOARD_LABEL = "opendatahub.io/dashboard"
 SERVER_PORT = 8080
 PORT_NAME = "http"
 MODEL_FORMAT = "vdiff"
-TEMPLATE_NAME = "vdiff-runtime-template"
+TEMPLATE_NAME = "vdiff-runtime"
+"""The Template *and* its objects[0] ServingRuntime: odh-dashboard's `findTemplateByName` matches
+`opendatahub.io/template-name` against objects[0].metadata.name (every version) or metadata.name (since
+8b074a5e), so one name serves both (odh-dashboard frontend/src/api/k8s/servingRuntimes.ts,
+packages/kserve/src/deployServer.ts).
+"""
 TEMPLATE_DISPLAY_NAME = "vdiff ServingRuntime for KServe (diffusion LLMs)"
 DEFAULT_IMAGE = "quay.io/vdiff/vdiff-server:0.1.0"
+RUNTIME_VERSION = "v" + DEFAULT_IMAGE.rsplit(":", 1)[1]
+"""`opendatahub.io/runtime-version`, the same on the Template's runtime and every per-model runtime: the
+dashboard shows "Latest" when they match, "Outdated" otherwise
+(odh-dashboard packages/model-serving/src/concepts/versions.ts).
+"""
 IMAGE_ENV = "RELATED_IMAGE_VDIFF_SERVER"
 
 

@@ -8,6 +8,7 @@ from vdiff_operator.builders.common import (
     DASHBOARD_LABEL,
     MODEL_FORMAT,
     PORT_NAME,
+    RUNTIME_VERSION,
     SERVER_PORT,
     TEMPLATE_DISPLAY_NAME,
     TEMPLATE_NAME,
@@ -32,7 +33,11 @@ def runtime_spec(image: str, *, args: list[str], shared_memory: str) -> dict[str
         },
         "multiModel": False,
         "protocolVersions": ["v1"],
-        "supportedModelFormats": [{"name": MODEL_FORMAT, "autoSelect": True, "priority": 1}],
+        # One runtime per model in a namespace: KServe's ServingRuntime webhook denies two that both
+        # auto-select the same format with the same priority and protocol
+        # (kserve pkg/webhook/admission/servingruntime/servingruntime_webhook.go). Without autoSelect and
+        # priority there is no conflict; every InferenceService names its runtime in model.runtime.
+        "supportedModelFormats": [{"name": MODEL_FORMAT, "autoSelect": False}],
         "containers": [
             {
                 "name": "kserve-container",
@@ -51,6 +56,7 @@ def dashboard_annotations(gpu_resource_name: str) -> dict[str, str]:
     return {
         "opendatahub.io/template-name": TEMPLATE_NAME,
         "opendatahub.io/template-display-name": TEMPLATE_DISPLAY_NAME,
+        "opendatahub.io/runtime-version": RUNTIME_VERSION,
         "opendatahub.io/recommended-accelerators": f'["{gpu_resource_name}"]',
         "opendatahub.io/apiProtocol": "REST",
     }

@@ -23,7 +23,7 @@ def build_template(namespace: str, image: str) -> dict[str, Any]:
         "apiVersion": RUNTIME_API_VERSION,
         "kind": "ServingRuntime",
         "metadata": {
-            "name": "vdiff-runtime",
+            "name": TEMPLATE_NAME,  # = the Template's name, which opendatahub.io/template-name carries
             "labels": {DASHBOARD_LABEL: "true"},
             "annotations": {
                 "openshift.io/display-name": TEMPLATE_DISPLAY_NAME,
@@ -58,6 +58,6 @@ def build_template(namespace: str, image: str) -> dict[str, Any]:
                 "opendatahub.io/model-type": '["generative"]',
             },
         },
+        # No `parameters: []`: Template.parameters is omitempty (openshift/api template/v1/types.go).
         "objects": [runtime],
-        "parameters": [],
     }

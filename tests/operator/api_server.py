@@ -1,0 +1,186 @@
+"""What a real cluster does to our children and kmock does not: one small named helper per upstream rule.
+
+kmock stores what it is given (gotchas.md). The defects of the first operator hid exactly there, so the
+emulator used by test_e2e_kmock.py applies these rules:
+
+- `servingruntime_denial`: KServe's validating webhook for ServingRuntimes
+  (kserve/kserve pkg/webhook/admission/servingruntime/servingruntime_webhook.go, same in the ODH fork).
+- `isvc_defaults`: KServe's mutating webhook for InferenceServices: `RawDeployment` becomes `Standard`
+  (kserve pkg/apis/serving/v1beta1/inference_service_defaults.go, since v0.17.0 / kserve #5025) and the
+  typed object is marshalled back, so `resource.Quantity` values come back canonical.
+- `template_stored`: the OpenShift API server's typed Template: omitempty fields are dropped
+  (openshift/api template/v1/types.go).
+- `canonical_quantity`: k8s.io/apimachinery pkg/api/resource/quantity.go `CanonicalizeBytes`
+  (kept apart from vdiff_operator.normalize on purpose: the emulator is the oracle, not the product).
+- `dependents_to_collect`: the garbage collector deleting objects whose owners are all gone
+  (kubernetes pkg/controller/garbagecollector/garbagecollector.go, `attemptToDeleteItem`).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from fractions import Fraction
+from typing import Any
+
+DEPLOYMENT_MODE = "serving.kserve.io/deploymentMode"
+WEBHOOK_NAME = "servingruntime.kserve-webhook-server.validator"
+
+# ---------------------------------------------------------------------------------------------------------
+# resource.Quantity (apimachinery pkg/api/resource/quantity.go, suffix.go)
+
+_SUFFIX = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]?)$")
+_BIN = ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"]
+_DEC = {-9: "n", -6: "u", -3: "m", 0: "", 3: "k", 6: "M", 9: "G", 12: "T", 15: "P", 18: "E"}
+_DEC_EXP = {v: k for k, v in _DEC.items()}
+
+
+def canonical_quantity(text: str) -> str:
+    """`2048Mi` -> `2Gi`, `0.5` -> `500m`, `1000` -> `1k`, `1.5Gi` -> `1536Mi` (non-negative, SI forms)."""
+    match = _SUFFIX.match(text)
+    if match is None:
+        return text
+    number, suffix = match.groups()
+    binary = suffix.endswith("i")
+    value = Fraction(number) * (1024 ** _BIN.index(suffix) if binary else Fraction(10) ** _DEC_EXP[suffix])
+    value = Fraction(-((-value * 10**9) // 1), 10**9)  # round up to nano units
+    if value == 0:
+        return "0"
+    if binary and value >= 1024 and value.denominator == 1:
+        power = max(p for p in range(7) if value % 1024**p == 0)
+        return f"{int(value) // 1024**power}{_BIN[power]}"
+    exponent = max(e for e in _DEC if (value / Fraction(10) ** e).denominator == 1)
+    return f"{int(value / Fraction(10) ** exponent)}{_DEC[exponent]}"
+
+
+def _canonical_resources(resources: dict[str, Any]) -> None:
+    for block in ("requests", "limits"):
+        for name, quantity in (resources.get(block) or {}).items():
+            resources[block][name] = canonical_quantity(str(quantity))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# KServe webhooks
+
+
+def _auto_select(model_format: dict[str, Any]) -> bool:
+    return model_format.get("autoSelect") is True  # IsAutoSelectEnabled: a nil pointer is false
+
+
+def _same_format(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """areSupportedModelFormatsEqual: names equal case-insensitively, versions both unset or equal."""
+    return str(a.get("name", "")).lower() == str(b.get("name", "")).lower() and a.get("version") == b.get(
+        "version"
+    )
+
+
+def servingruntime_denial(new: dict[str, Any], existing: list[dict[str, Any]]) -> str | None:
+    """The message KServe's ServingRuntimeValidator.Handle denies `new` with, or None when admitted.
+
+    `existing` are the runtimes already in the namespace (on update, `new`'s old self is among them).
+    """
+    spec = new.get("spec") or {}
+    if spec.get("disabled") is True:
+        return None
+    name, namespace = new["metadata"]["name"], new["metadata"].get("namespace")
+    formats = spec.get("supportedModelFormats") or []
+    # validateModelFormatPrioritySame (run once per existing runtime in upstream; once is enough here).
+    seen: dict[str, Any] = {}
+    for model_format in filter(_auto_select, formats):
+        if model_format["name"] in seen:
+            before, now = seen[model_format["name"]], model_format.get("priority")
+            if before is not None and now is not None and before != now and existing:
+                return (
+                    f"different priorities assigned for the model format {model_format['name']} "
+                    f"under the servingruntime {name}"
+                )
+        else:
+            seen[model_format["name"]] = model_format.get("priority")
+    # validateServingRuntimePriority against every other enabled runtime of the same multiModel kind.
+    for other in existing:
+        other_spec = other.get("spec") or {}
+        other_name = other["metadata"]["name"]
+        if (
+            bool(spec.get("multiModel")) != bool(other_spec.get("multiModel"))
+            or other_spec.get("disabled") is True
+            or other_name == name
+        ):
+            continue
+        if not set(spec.get("protocolVersions") or []) & set(other_spec.get("protocolVersions") or []):
+            continue
+        for theirs in filter(_auto_select, other_spec.get("supportedModelFormats") or []):
+            for ours in filter(_auto_select, formats):
+                if not _same_format(theirs, ours):
+                    continue
+                if theirs.get("priority") is not None and theirs.get("priority") == ours.get("priority"):
+                    return (
+                        f"same priority assigned for the model format {ours['name']} "
+                        f"in the servingruntimes {other_name} and {name} in namespace {namespace}"
+                    )
+    return None
+
+
+def denial_status(message: str) -> dict[str, Any]:
+    """The Status the API server returns for a webhook's admission.Denied (403 Forbidden)."""
+    full = f'admission webhook "{WEBHOOK_NAME}" denied the request: {message}'
+    return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": full, "reason": "Forbidden",
+            "code": 403}  # fmt: skip
+
+
+def isvc_defaults(isvc: dict[str, Any]) -> dict[str, Any]:
+    """InferenceService as KServe >= 0.17's defaulting webhook leaves it."""
+    out = copy.deepcopy(isvc)
+    annotations = (out.get("metadata") or {}).get("annotations") or {}
+    if annotations.get(DEPLOYMENT_MODE) == "RawDeployment":
+        annotations[DEPLOYMENT_MODE] = "Standard"
+    model = ((out.get("spec") or {}).get("predictor") or {}).get("model") or {}
+    if "resources" in model:
+        _canonical_resources(model["resources"])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# OpenShift typed API: Template (openshift/api template/v1/types.go)
+
+TEMPLATE_OMITEMPTY = ("message", "parameters", "labels")
+PARAMETER_OMITEMPTY = ("displayName", "description", "value", "generate", "from", "required")
+
+
+def _empty(value: Any) -> bool:
+    return value is None or value is False or value == "" or value == [] or value == {}
+
+
+def template_stored(template: dict[str, Any]) -> dict[str, Any]:
+    """The Template as the API server stores it: Go's omitempty drops empty fields; objects stay raw."""
+    out = copy.deepcopy(template)
+    for key in TEMPLATE_OMITEMPTY:
+        if key in out and _empty(out[key]):
+            del out[key]
+    for parameter in out.get("parameters") or []:
+        for key in PARAMETER_OMITEMPTY:
+            if key in parameter and _empty(parameter[key]):
+                del parameter[key]
+    return out
+
+
+STORED_FORM = {"inferenceservices": isvc_defaults, "templates": template_stored}
+"""plural -> how the server rewrites an object of that kind before storing it."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Garbage collection by ownerReferences
+
+
+def dependents_to_collect(
+    objects: list[dict[str, Any]], gone_uids: set[str]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(to delete, to strip of dangling refs): a dependent goes once none of its owners exists any more."""
+    live_uids = {(o.get("metadata") or {}).get("uid") for o in objects} - gone_uids
+    delete, strip = [], []
+    for obj in objects:
+        refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+        owners = {ref.get("uid") for ref in refs}
+        if not owners & gone_uids:
+            continue
+        (strip if owners & live_uids else delete).append(obj)
+    return delete, strip
