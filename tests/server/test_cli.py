@@ -120,7 +120,7 @@ def run_cli(
         (["--uvicorn-log-level", "loud"], {}, "--uvicorn-log-level"),
         (["--generation-config", "/no/such/dir"], {}, "--generation-config"),
         (["--chat-template", "no-such-file.jinja"], {}, "--chat-template"),
-        (["--draft-model", "{model}"], {}, "--draft-model"),
+        (["--draft-model", "{model}/missing"], {}, "--draft-model"),
         ([], {"VDIFF_MAX_NUM_SEQS": "many"}, "VDIFF_MAX_NUM_SEQS"),
         ([], {"VDIFF_TRUST_REMOTE_CODE": "perhaps"}, "--trust-remote-code"),
     ],

@@ -167,7 +167,7 @@ def test_return_tokens_as_token_ids(client: openai.OpenAI) -> None:
 def test_logprob_requests_that_vllm_refuses(client: openai.OpenAI) -> None:
     cases = [
         ({"messages": MESSAGES, "top_logprobs": 2}, "top_logprobs"),  # without logprobs: true
-        ({"messages": MESSAGES, "logprobs": True, "top_logprobs": 21}, "logprobs"),  # over --max-logprobs
+        ({"messages": MESSAGES, "logprobs": True, "top_logprobs": 21}, "top_logprobs"),  # over --max-logprobs
         ({"messages": MESSAGES, "logprobs": True, "top_logprobs": -2}, "top_logprobs"),
     ]
     for body, param in cases:

@@ -150,7 +150,7 @@ def base(path: str, **fields: Any) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def server() -> Iterator[BackgroundServer]:
     config = EngineConfig(model=str(demo_model_path(MODEL)), served_model_names=[MODEL])
-    with BackgroundServer(config, FrontendArgs()) as background:
+    with BackgroundServer(config, FrontendArgs(trust_request_chat_template=True)) as background:
         yield background
 
 

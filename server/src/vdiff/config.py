@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 from vdiff.errors import VdiffValidationError, check_choice
 from vdiff.knobs import ServerKnobs, check_server_knobs
 
-DTYPES = ("auto", "float32", "float16", "bfloat16")
+DTYPES = ("auto", "float32", "float16", "bfloat16", "half", "float")
+DTYPE_ALIASES = {"half": "float16", "float": "float32"}
+"""vLLM's dtype spellings: half is float16, float is float32 (normalised in EngineConfig)."""
 DEVICES = ("auto", "cuda", "mps", "cpu")
 QUANTIZATIONS = ("bitsandbytes", "bitsandbytes-4bit", "bitsandbytes-8bit")
 
@@ -27,10 +30,17 @@ class EngineConfig(ServerKnobs):  # type: ignore[misc, valid-type]
     """Tokenizer directory or repo id (default: the model's own)."""
     revision: str | None = None
     """Revision of a Hugging Face repo id in the local cache."""
+    download_dir: str | None = None
+    """Directory where Hugging Face repo ids are looked up and downloaded (default: the Hugging Face cache,
+    HF_HUB_CACHE)."""
+    hf_token: str | None = None
+    """Hugging Face token for downloading gated or private repos; the bare flag uses the token of
+    `hf auth login` (default: HF_TOKEN, as huggingface_hub)."""
     trust_remote_code: bool = False
     """Allow the checkpoint's own modelling code (transformers AutoModel fallback, unbatched)."""
     dtype: str = "auto"
-    """Weight and activation dtype: auto (the checkpoint's torch_dtype), float32, float16, bfloat16."""
+    """Weight and activation dtype: auto (the checkpoint's torch_dtype), float32 (or float), float16 (or
+    half), bfloat16."""
     device: str = "auto"
     """Device: auto (cuda > mps > cpu), cuda, mps, cpu."""
     quantization: str | None = None
@@ -53,13 +63,24 @@ class EngineConfig(ServerKnobs):  # type: ignore[misc, valid-type]
     """'auto' reads generation_config.json from the model (its temperature, top_p, top_k, min_p,
     repetition_penalty and diffusion keys become request defaults, as vLLM does); 'vllm' or 'vdiff' ignores
     it; or a directory holding one."""
+    override_generation_config: dict[str, Any] = field(default_factory=dict)
+    """JSON object merged over the generation config, as vLLM: '{"temperature": 0.5}' (with
+    --generation-config vllm only these keys are used)."""
     draft_model: str | None = None
-    """Causal AR verifier checkpoint for --decoding apd (e.g. a small Qwen2 sharing the tokenizer)."""
+    """Causal AR verifier checkpoint for APD (e.g. a small Qwen2 sharing the tokenizer), loaded at startup:
+    needed by --decoding apd and by requests that pick decoding apd under another default policy."""
     served_model_names: list[str] = field(default_factory=list)
     """Names clients use in "model" (default: the model argument); the first labels the metrics."""
 
     def __post_init__(self) -> None:
         check_choice(self.dtype, DTYPES, "--dtype")
+        self.dtype = DTYPE_ALIASES.get(self.dtype, self.dtype)
+        if not isinstance(self.override_generation_config, dict):
+            raise VdiffValidationError(
+                "--override-generation-config must be a JSON object", "--override-generation-config"
+            )
+        if self.hf_token == "":
+            self.hf_token = None
         check_choice(self.device, DEVICES, "--device")
         check_choice(self.quantization, QUANTIZATIONS, "--quantization", optional=True)
         if self.max_num_seqs < 1:

@@ -19,6 +19,9 @@ DREAM_ALGORITHMS = ("origin", "maskgit_plus", "topk_margin", "entropy")
 DECODING_POLICIES = ("reference", "threshold", "apd")
 KV_CACHE_MODES = ("none", "prefix", "dual")
 
+CANVAS_WINDOW_DEFAULT = 256
+"""Without a max_new_tokens in generation_config.json: the chat default of max_tokens, so answers up to
+256 tokens are decoded exactly as on the whole canvas (bench/canvas_window.py, docs/decoding.md)."""
 MIN_TEMPERATURE = 1e-2
 """vLLM's floor (_MAX_TEMP in vllm/sampling_params.py): 0 < T < 0.01 is raised to 0.01, with a warning,
 because softmax(l / T) overflows to inf/NaN below it."""
@@ -46,6 +49,8 @@ class Knob:
     """FamilySpec attribute that supplies a default."""
     context_bound: bool = False
     """Values above the model's context mean the same as the context: the input processor clamps them."""
+    forbidden: tuple[Any, ...] = ()
+    """Values inside the range that mean nothing (canvas_window 0)."""
 
     @property
     def flag_name(self) -> str | None:
@@ -54,6 +59,17 @@ class Knob:
     def range_text(self) -> str:
         if self.choices:
             return "one of " + ", ".join(self.choices)
+        if self.forbidden:
+            allowed = Knob(
+                self.name,
+                self.kind,
+                self.help,
+                low=self.low,
+                low_open=self.low_open,
+                high=self.high,
+                high_open=self.high_open,
+            ).range_text()
+            return f"{allowed} except {', '.join(map(str, self.forbidden))}"
         if self.low is not None and self.high is not None:
             return (
                 f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
@@ -73,6 +89,8 @@ class Knob:
             if value not in self.choices:
                 raise VdiffValidationError(f"{param} must be {self.range_text()}, got {value!r}", param)
             return value
+        if value in self.forbidden:
+            raise VdiffValidationError(f"{param} must be {self.range_text()}, got {value!r}", param)
         too_low = self.low is not None and (value <= self.low if self.low_open else value < self.low)
         too_high = self.high is not None and (value >= self.high if self.high_open else value > self.high)
         if too_low or too_high:
@@ -126,7 +144,7 @@ KNOBS: tuple[Knob, ...] = (
     Knob("alg", str, "Dream unmasking algorithm: origin, maskgit_plus, topk_margin or entropy.",
          choices=DREAM_ALGORITHMS, flag="dream_alg", generation_key="alg", family_attr="dream_alg"),
     Knob("alg_temp", float, "Dream position-sampling temperature (0 = most confident first).", 0.0, low=0,
-         generation_key="alg_temp", family_attr="alg_temp"),
+         high=100, generation_key="alg_temp", family_attr="alg_temp"),
     Knob("eps", float, "Dream's time schedule floor.", 1e-3, low=0, low_open=True, high=1, high_open=True),
     # fast decoding
     Knob("decoding", str, "Unmasking policy: threshold (Fast-dLLM parallel), reference (the family's "
@@ -136,6 +154,11 @@ KNOBS: tuple[Knob, ...] = (
          flag="threshold", flag_default=0.9),
     Knob("factor", float, "Fast-dLLM factor rule instead of a fixed threshold (threshold policy).", low=0,
          low_open=True, flag="factor"),
+    Knob("canvas_window", int, "Generation positions the threshold policy shows the model, from the current "
+         "block's start (blocks are at most this long); -1 shows the whole canvas, so the answer depends on "
+         "max_tokens. Default: the checkpoint's generation_config.json max_new_tokens, else 256. The "
+         "reference policy always decodes the whole canvas.", CANVAS_WINDOW_DEFAULT, low=-1, forbidden=(0,),
+         flag="canvas_window", generation_key="max_new_tokens", context_bound=True),
     Knob("kv_cache", str, "Approximate KV cache for fast decoding: none, prefix or dual.",
          choices=KV_CACHE_MODES, flag="kv_cache", flag_default="none"),
     Knob("kv_cache_vicinity", int, "Positions left of the current block recomputed at every step instead "

@@ -111,7 +111,17 @@ def _as_tuple(values: Any, kind: type, param: str) -> tuple[Any, ...]:
     for item in items:
         if not isinstance(item, kind) or isinstance(item, bool):
             raise VdiffValidationError(f"{param} must be a list of {kind.__name__}", param)
+        if isinstance(item, str) and not _is_unicode(item):
+            raise VdiffValidationError(f"{param} is not valid Unicode text (a lone surrogate)", param)
     return items
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_int(value: Any, param: str, *, low: int | None = None, high: int | None = None) -> None:

@@ -28,6 +28,9 @@ class TokenizerInfo:
     bos_token_id: int | None = None
     chat_template: str | None = field(default=None, repr=False)
     """Overrides the tokenizer's own template (--chat-template)."""
+    max_token_bytes: int = 0
+    """An upper bound on the UTF-8 bytes one token covers (a text of B bytes has at least
+    B / max_token_bytes tokens): 4 per character of the longest vocabulary entry; 0 = unknown."""
 
     @property
     def vocab_size(self) -> int:
@@ -176,4 +179,5 @@ def load_tokenizer(
         pad_token_id=int(pad_token_id),
         bos_token_id=tokenizer.bos_token_id,
         chat_template=read_chat_template(chat_template) if chat_template else None,
+        max_token_bytes=4 * max((len(token) for token in tokenizer.get_vocab()), default=1),
     )

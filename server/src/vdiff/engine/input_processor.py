@@ -171,6 +171,10 @@ class InputProcessor:
         for knob in KNOBS:
             if knob.context_bound and values[knob.name] is not None:
                 values[knob.name] = min(values[knob.name], self.max_model_len)
+        window = values["canvas_window"]
+        if values["decoding"] == "threshold" and window is not None and window > 0:
+            # a bounded canvas decodes block by block: no block is longer than the window
+            values["block_length"] = min(values["block_length"] or window, window)
         if params.bad_words:
             values["bad_words_token_ids"] = self._bad_word_ids(params.bad_words)
         return params.resolved(**values)

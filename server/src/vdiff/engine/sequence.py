@@ -123,6 +123,14 @@ class Sequence:
     def current_block(self) -> Block | None:
         return self.blocks[self.block_index] if self.block_index < len(self.blocks) else None
 
+    def visible_length(self, block: Block) -> int:
+        """Canvas positions a windowed policy shows the model while decoding `block`: the prompt, the
+        blocks before it and `canvas_window` positions from its start (the whole canvas for -1)."""
+        window = self.params.canvas_window
+        if window is None or window < 0:
+            return self.canvas.shape[0]
+        return self.prompt_len + min(self.gen_len, max(block.start + window, block.end))
+
     def masked_positions(self, start: int, end: int) -> torch.Tensor:
         """Canvas indices of the still-masked generation positions in [start, end)."""
         offset = self.prompt_len

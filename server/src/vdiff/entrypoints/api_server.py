@@ -19,6 +19,7 @@ from vdiff.engine.protocol import EngineClient
 from vdiff.entrypoints import health
 from vdiff.entrypoints.body_limit import RequestBodyLimit
 from vdiff.entrypoints.frontend_args import FrontendArgs
+from vdiff.entrypoints.middleware import add_frontend_middleware
 from vdiff.entrypoints.openai.chat_completion import router as chat_router
 from vdiff.entrypoints.openai.chat_completion.serving import OpenAIServingChat
 from vdiff.entrypoints.openai.completion import router as completion_router
@@ -56,11 +57,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def build_app(args: FrontendArgs) -> FastAPI:
-    app = FastAPI(title="vdiff", lifespan=lifespan, root_path=args.root_path or "")
+    docs: dict[str, str | None] = {}
+    if args.disable_fastapi_docs:
+        docs = {"openapi_url": None, "docs_url": None, "redoc_url": None}
+    app = FastAPI(title="vdiff", lifespan=lifespan, root_path=args.root_path or "", **docs)  # type: ignore[arg-type]
     for router_module in (health, models_router, completion_router, chat_router, tokenize_router):
         app.include_router(router_module.router)
     register_exception_handlers(app)
     app.add_middleware(RequestBodyLimit, max_body_bytes=args.max_request_body_bytes)
+    add_frontend_middleware(app, args)
     return app
 
 
@@ -81,7 +86,9 @@ def init_app_state(engine: EngineClient, state: State, args: FrontendArgs) -> Se
         completion=OpenAIServingCompletion(
             engine, names, **serving_kwargs, max_prompts_per_request=args.max_prompts_per_request
         ),
-        chat=OpenAIServingChat(engine, names, **serving_kwargs),
+        chat=OpenAIServingChat(
+            engine, names, **serving_kwargs, trust_request_chat_template=args.trust_request_chat_template
+        ),
         tokenization=OpenAIServingTokenization(engine, names, **serving_kwargs),
         stats_poller=stats_poller,
     )
@@ -164,26 +171,34 @@ def make_uvicorn_config(app: FastAPI, args: FrontendArgs) -> uvicorn.Config:
         log_level=args.uvicorn_log_level,
         timeout_graceful_shutdown=int(EXTRA_SHUTDOWN_S),
         timeout_keep_alive=5,
+        ssl_keyfile=args.ssl_keyfile,
+        ssl_certfile=args.ssl_certfile,
+        ssl_ca_certs=args.ssl_ca_certs,
+        ssl_cert_reqs=args.ssl_cert_reqs,
     )
 
 
-async def serve_http(app: FastAPI, args: FrontendArgs) -> None:
+async def serve_http(app: FastAPI, args: FrontendArgs, sock: socket.socket | None = None) -> None:
     """Serve until a signal has drained the engine (or the server fails to start)."""
     server = DrainingServer(make_uvicorn_config(app, args), app.state.vdiff)
-    await server.serve()
+    await server.serve(sockets=None if sock is None else [sock])
 
 
-async def run_server(engine_config: EngineConfig, args: FrontendArgs) -> None:
-    """Load the model, serve it, drain on SIGTERM/SIGINT, shut the engine down."""
+async def run_server(
+    engine_config: EngineConfig, args: FrontendArgs, sock: socket.socket | None = None
+) -> None:
+    """Load the model, serve it (on `sock` when bound beforehand), drain on SIGTERM/SIGINT, shut down."""
     from vdiff.engine.async_engine import AsyncLLMEngine  # torch and the model code load only when serving
 
     engine = AsyncLLMEngine.from_config(engine_config)
     try:
         app = build_app(args)
         init_app_state(engine, app.state, args)
+        port = args.port if sock is None else sock.getsockname()[1]
+        scheme = "https" if args.is_ssl else "http"
         logger.info(
-            "vdiff serving %s on http://%s:%d", served_model_names(engine.config), args.host, args.port
+            "vdiff serving %s on %s://%s:%d", served_model_names(engine.config), scheme, args.host, port
         )
-        await serve_http(app, args)
+        await serve_http(app, args, sock)
     finally:
         await engine.shutdown()

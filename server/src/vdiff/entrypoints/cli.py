@@ -6,8 +6,10 @@ import argparse
 import asyncio
 import importlib.util
 import logging
+import os
 import re
 import signal
+import ssl
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -15,7 +17,7 @@ from typing import Any, NoReturn
 
 from vdiff.config import EngineConfig
 from vdiff.entrypoints.cli_args import ServeArgs, make_arg_parser, resolve_serve_args
-from vdiff.entrypoints.frontend_args import FrontendArgs
+from vdiff.entrypoints.frontend_args import FrontendArgs, VllmCompatArgs, bind_socket
 from vdiff.errors import EngineDeadError, VdiffValidationError
 from vdiff.version import __version__
 
@@ -26,7 +28,26 @@ NO_MODEL_MESSAGE = (
     "no model to serve: pass one as `vdiff serve MODEL` (a local checkpoint directory or a Hugging Face "
     "repo id already in the local cache), or set --model / VDIFF_MODEL / `model:` in --config"
 )
-SECRET_FIELDS = ("api_key",)
+SECRET_FIELDS = ("api_key", "hf_token")
+LOGGING_LEVEL_ENV = ("VDIFF_LOGGING_LEVEL", "VLLM_LOGGING_LEVEL")
+"""Level of vdiff's own log (default INFO; DEBUG adds the full resolved configuration)."""
+GPU_MEMORY_UTILIZATION_DEFAULT = 0.92
+"""vLLM 0.33's default --gpu-memory-utilization: accepted, since it asks nothing vdiff does not do."""
+NOT_SUPPORTED_YET = {
+    "tensor_parallel_size": "vdiff runs one model on one device; scale out with replicas instead (only "
+    "--tensor-parallel-size 1 is accepted)",
+    "gpu_memory_utilization": "vdiff reserves no GPU memory pool, it allocates per batch (only vLLM's "
+    f"default {GPU_MEMORY_UTILIZATION_DEFAULT} is accepted); bound memory with --max-num-seqs and "
+    "--max-model-len",
+    "max_num_batched_tokens": "there is no per-step token budget; --max-num-seqs and --max-model-len bound "
+    "a batch",
+    "kv_cache_memory_bytes": "vdiff preallocates no KV cache; --max-num-seqs and --max-model-len bound it",
+}
+PREFIX_CACHING_WARNING = (
+    "--enable-prefix-caching is ignored: a diffusion model attends bidirectionally, so a prompt's KV depends "
+    "on the whole canvas and cannot be shared between requests (--kv-cache prefix is the approximate "
+    "per-request cache)"
+)
 
 
 def demo_model() -> tuple[str, str] | None:
@@ -98,11 +119,15 @@ def build_configs(serve_args: ServeArgs) -> tuple[EngineConfig, FrontendArgs]:
         _check_model_reference(config.tokenizer, "--tokenizer")
     if config.draft_model:
         _check_model_reference(config.draft_model, "--draft-model")
-    if config.draft_model and config.decoding != "apd":
-        raise VdiffValidationError("--draft-model is only used with --decoding apd", "--draft-model")
-    if config.generation_config not in ("auto", "vdiff") and not Path(config.generation_config).is_dir():
+    # --draft-model under another default policy is fine: the verifier loads at startup and requests may
+    # pick `decoding: apd` (the operator's "fast" profile with a draft model emits exactly that).
+    if (
+        config.generation_config not in ("auto", "vdiff", "vllm")
+        and not Path(config.generation_config).is_dir()
+    ):
         raise VdiffValidationError(
-            "--generation-config must be 'auto', 'vdiff' or a directory holding generation_config.json",
+            "--generation-config must be 'auto', 'vllm', 'vdiff' or a directory holding "
+            "generation_config.json",
             "--generation-config",
         )
     if config.chat_template:
@@ -110,7 +135,70 @@ def build_configs(serve_args: ServeArgs) -> tuple[EngineConfig, FrontendArgs]:
 
         read_chat_template(config.chat_template)
     _check_quantization(config)
+    _check_ssl(frontend)
+    _check_middleware(frontend)
+    check_vllm_compat(VllmCompatArgs(**serve_args.compat_kwargs()))
     return config, frontend
+
+
+def _check_ssl(frontend: FrontendArgs) -> None:
+    """Load the key, certificate and CA files now, so a wrong path fails before the model loads."""
+    if not frontend.is_ssl:
+        if frontend.ssl_ca_certs:
+            raise VdiffValidationError("--ssl-ca-certs needs --ssl-certfile", "--ssl-certfile")
+        return
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    for flag, path in (("--ssl-certfile", frontend.ssl_certfile), ("--ssl-keyfile", frontend.ssl_keyfile),
+                       ("--ssl-ca-certs", frontend.ssl_ca_certs)):  # fmt: skip
+        if path and not Path(path).is_file():
+            raise VdiffValidationError(f"{flag} {path!r} is not a file", flag)
+    try:
+        context.load_cert_chain(str(frontend.ssl_certfile), frontend.ssl_keyfile)
+    except (ssl.SSLError, OSError) as error:
+        raise VdiffValidationError(
+            f"--ssl-certfile/--ssl-keyfile cannot be loaded: {error}", "--ssl-certfile"
+        ) from None
+    if frontend.ssl_ca_certs:
+        try:
+            context.load_verify_locations(frontend.ssl_ca_certs)
+        except (ssl.SSLError, OSError) as error:
+            raise VdiffValidationError(
+                f"--ssl-ca-certs cannot be loaded: {error}", "--ssl-ca-certs"
+            ) from None
+
+
+def _check_middleware(frontend: FrontendArgs) -> None:
+    if not frontend.middleware:
+        return
+    from vdiff.entrypoints.middleware import import_middleware
+
+    for path in frontend.middleware:
+        import_middleware(path)
+
+
+def check_vllm_compat(compat: VllmCompatArgs) -> None:
+    """vLLM flags without an effect here get one warning; those other issues will implement are refused."""
+    if compat.enable_prefix_caching:
+        logger.warning(PREFIX_CACHING_WARNING)
+    harmless = {
+        "tensor_parallel_size": (None, 1),
+        "gpu_memory_utilization": (None, GPU_MEMORY_UTILIZATION_DEFAULT),
+    }
+    for name, reason in NOT_SUPPORTED_YET.items():
+        value = getattr(compat, name)
+        if value in harmless.get(name, (None,)):
+            continue
+        flag = "--" + name.replace("_", "-")
+        raise VdiffValidationError(f"{flag} {value} is not supported yet: {reason}", flag)
+
+
+def summarize_configuration(config: EngineConfig) -> str:
+    """The one INFO line at start: what is served, where and how."""
+    return (
+        f"vdiff {__version__} resolved configuration: model={config.model} device={config.device} "
+        f"dtype={config.dtype} decoding={config.decoding} max_model_len={config.max_model_len or 'auto'} "
+        f"max_num_seqs={config.max_num_seqs} (every value at {LOGGING_LEVEL_ENV[0]}=debug)"
+    )
 
 
 def describe_configuration(config: EngineConfig, frontend: FrontendArgs, serve_args: ServeArgs) -> str:
@@ -133,23 +221,45 @@ def _exit_on_sigterm(signum: int, _frame: object) -> None:
     raise SystemExit(0)
 
 
+def _logging_level(environ: Mapping[str, str]) -> int:
+    for name in LOGGING_LEVEL_ENV:
+        value = environ.get(name, "").strip()
+        if value:
+            level = logging.getLevelName(value.upper())
+            if not isinstance(level, int):
+                raise VdiffValidationError(
+                    f"{name}={value!r} is not a logging level (debug, info, ...)", name
+                )
+            return level
+    return logging.INFO
+
+
 def serve(argv: Sequence[str], environ: Mapping[str, str] | None = None, prog: str = "vdiff serve") -> int:
+    environ = os.environ if environ is None else environ
     parser = make_arg_parser(prog)
     try:
+        logging.basicConfig(
+            level=_logging_level(environ),
+            format="%(levelname)s %(asctime)s %(name)s: %(message)s",
+            datefmt="%H:%M:%S",
+        )
         serve_args = resolve_serve_args(parser, argv, environ)
         config, frontend = build_configs(serve_args)
     except VdiffValidationError as error:
         _fail(parser, error)
-    logging.basicConfig(
-        level=logging.INFO, format="%(levelname)s %(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"
-    )
-    logger.info(describe_configuration(config, frontend, serve_args))
+    try:
+        sock = bind_socket(frontend)  # before anything heavy is imported or loaded: a busy port fails now
+    except VdiffValidationError as error:
+        print(f"{prog}: error: {error.message}", file=sys.stderr)
+        return 2
+    logger.info(summarize_configuration(config))
+    logger.debug(describe_configuration(config, frontend, serve_args))
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
 
     from vdiff.entrypoints.api_server import run_server
 
     try:
-        asyncio.run(run_server(config, frontend))
+        asyncio.run(run_server(config, frontend, sock))
     except VdiffValidationError as error:  # found while loading (e.g. a checkpoint without a mask token)
         print(f"{prog}: error: {error.message}", file=sys.stderr)
         return 1

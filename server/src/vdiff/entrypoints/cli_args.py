@@ -1,14 +1,17 @@
-"""`vdiff serve` flags generated from EngineConfig and FrontendArgs, with VDIFF_* env and --config YAML.
+"""`vdiff serve` flags generated from EngineConfig, FrontendArgs and VllmCompatArgs, with VDIFF_* env
+(and vLLM's VLLM_* equivalents) and --config YAML.
 
-Precedence: command line > VDIFF_* environment > --config YAML > dataclass default. Field docstrings
-are the --help text, so the flags can't drift from the config they fill.
+Precedence: command line > VDIFF_* environment > VLLM_* environment > --config YAML > dataclass default.
+Field docstrings are the --help text, so the flags can't drift from the config they fill.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import copy
 import inspect
+import json
 import os
 import textwrap
 from collections.abc import Mapping, Sequence
@@ -20,19 +23,33 @@ from typing import Any
 import yaml
 
 from vdiff.config import EngineConfig
-from vdiff.entrypoints.frontend_args import FrontendArgs
+from vdiff.entrypoints.frontend_args import FrontendArgs, VllmCompatArgs
 from vdiff.errors import VdiffValidationError
 from vdiff.knobs import SERVER_KNOBS
 
 ENV_PREFIX = "VDIFF_"
-SHORT_FLAGS = {"quantization": ("-q",)}
+FLAG_CLASSES = (EngineConfig, FrontendArgs, VllmCompatArgs)
+SHORT_FLAGS = {"quantization": ("-q",), "tensor_parallel_size": ("-tp",)}
+VLLM_ENV = {
+    "api_key": "VLLM_API_KEY",
+    "log_stats_interval": "VLLM_LOG_STATS_INTERVAL",
+    "max_prompts_per_request": "VLLM_MAX_COMPLETION_PROMPTS",
+}
+"""vLLM environment variables (vllm/envs.py) with the same meaning as a vdiff flag; VDIFF_* wins over them.
+VLLM_PORT and VLLM_HOST_IP are not mapped: in vLLM they are the distributed backend's, not the API's."""
+JSON_LIST_FIELDS = ("allowed_origins", "allowed_methods", "allowed_headers")
+"""Taken as one JSON list value, as vLLM's `--allowed-origins '["*"]'` (a comma-separated list works too)."""
+APPEND_FIELDS = ("middleware",)
+"""Repeated flag, one value each (vLLM's --middleware)."""
+OPTIONAL_VALUE_FIELDS = {"hf_token": "true"}
+"""Flags that may be given bare (value on the right), as vLLM's `--hf-token`."""
 FLAG_NAMES = {"served_model_names": "served-model-name"}
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off"}
 
 FLAG_GROUPS = {
-    "Model": ("model", "tokenizer", "revision", "trust_remote_code", "served_model_names", "chat_template",
-              "generation_config"),
+    "Model": ("model", "tokenizer", "revision", "download_dir", "hf_token", "trust_remote_code",
+              "served_model_names", "chat_template", "generation_config", "override_generation_config"),
     "Capacity": ("dtype", "device", "quantization", "max_model_len", "max_num_seqs", "max_waiting_requests",
                  "seed", "enforce_eager", "max_logprobs"),
     "Diffusion decoding defaults": ("diffusion_steps", "block_length", "remasking", "dream_alg"),
@@ -47,7 +64,7 @@ class Flag:
 
     field_name: str
     owner: type
-    kind: str  # bool | int | float | str | list
+    kind: str  # bool | int | float | str | list | dict
     nullable: bool
     default: Any
     help: str
@@ -61,6 +78,10 @@ class Flag:
         return ENV_PREFIX + self.long_name.lstrip("-").replace("-", "_").upper()
 
     @property
+    def vllm_env_name(self) -> str | None:
+        return VLLM_ENV.get(self.field_name)
+
+    @property
     def yaml_keys(self) -> tuple[str, ...]:
         bare = self.long_name.lstrip("-")
         return tuple(dict.fromkeys((bare, bare.replace("-", "_"), self.field_name)))
@@ -72,13 +93,16 @@ class Flag:
                 return None
             if self.kind == "list":
                 return []
+            if self.kind == "dict":
+                return {}
             raise VdiffValidationError(f"{source} needs a value", self.long_name)
         try:
             if self.kind == "bool":
                 return _to_bool(value)
             if self.kind == "list":
-                items = value if isinstance(value, list) else str(value).replace(",", " ").split()
-                return [str(item) for item in items]
+                return _to_list(value)
+            if self.kind == "dict":
+                return _to_dict(value)
             if self.kind == "int":
                 if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                     raise ValueError(value)
@@ -92,6 +116,35 @@ class Flag:
             raise VdiffValidationError(
                 f"{source}: {value!r} is not a valid {self.kind} for {self.long_name}", self.long_name
             ) from None
+
+
+def _to_list(value: Any) -> list[str]:
+    """A YAML list, a JSON list ('["*"]') or a comma/space-separated string."""
+    if isinstance(value, str) and value.strip().startswith("["):
+        value = json.loads(value)
+        if not isinstance(value, list):
+            raise ValueError(value)
+    items = value if isinstance(value, list) else str(value).replace(",", " ").split()
+    return [str(item) for item in items]
+
+
+def _to_dict(value: Any) -> dict[str, Any]:
+    """A YAML mapping or a JSON object string."""
+    if isinstance(value, str):
+        value = json.loads(value)
+    if not isinstance(value, dict):
+        raise ValueError(value)
+    return {str(key): item for key, item in value.items()}
+
+
+def _argparse_type(convert: Any, what: str) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            return convert(text)
+        except ValueError:  # json.JSONDecodeError is a ValueError
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+
+    return parse
 
 
 def _to_bool(value: Any) -> bool:
@@ -126,6 +179,8 @@ def _kind(annotation: str) -> tuple[str, bool]:
     base = next(part for part in parts if part != "None")
     if base.startswith("list"):
         return "list", nullable
+    if base.startswith("dict"):
+        return "dict", nullable
     if base not in ("bool", "int", "float", "str"):
         raise TypeError(f"no flag type for annotation {annotation!r}")
     return base, nullable
@@ -134,7 +189,7 @@ def _kind(annotation: str) -> tuple[str, bool]:
 @cache
 def all_flags() -> tuple[Flag, ...]:
     flags = []
-    for cls in (EngineConfig, FrontendArgs):
+    for cls in FLAG_CLASSES:
         docs = field_docs(cls)
         for item in fields(cls):
             kind, nullable = _kind(str(item.type))
@@ -166,8 +221,11 @@ def make_arg_parser(prog: str = "vdiff serve") -> argparse.ArgumentParser:
         prog=prog,
         description="Serve a diffusion language model (LLaDA, Dream) behind OpenAI-compatible endpoints. "
         f"Every flag can also be set as a {ENV_PREFIX}* environment variable or a key of the --config YAML "
-        "file (precedence: flag > env > YAML > default).",
+        "file (precedence: flag > VDIFF_* env > VLLM_* env > YAML > default).",
+        epilog="VDIFF_LOGGING_LEVEL (or VLLM_LOGGING_LEVEL) sets the level of vdiff's log (default info; "
+        "debug also logs every resolved value).",
         argument_default=argparse.SUPPRESS,
+        allow_abbrev=False,  # `--serve` must not silently mean --served-model-name
     )
     parser.add_argument(
         "model_positional", nargs="?", metavar="MODEL", help="Model directory or Hugging Face repo id."
@@ -185,22 +243,39 @@ def make_arg_parser(prog: str = "vdiff serve") -> argparse.ArgumentParser:
             _add_flag(group, by_field[name])
             grouped.add(name)
     frontend = parser.add_argument_group("Server")
+    compat = parser.add_argument_group(
+        "vLLM compatibility", "vLLM flags accepted with a warning, or refused until vdiff supports them."
+    )
     for flag in all_flags():
         if flag.field_name not in grouped:
-            target = frontend if flag.owner is FrontendArgs else parser
+            target = {FrontendArgs: frontend, VllmCompatArgs: compat}.get(flag.owner, parser)
             _add_flag(target, flag)
     return parser
 
 
 def _add_flag(parser: argparse.ArgumentParser | argparse._ArgumentGroup, flag: Flag) -> None:
     names = [*SHORT_FLAGS.get(flag.field_name, ()), flag.long_name]
-    shown_default = "" if flag.default in (None, [], "") else f" (default: {flag.default})"
-    help_text = f"{flag.help}{shown_default} Env: {flag.env_name}".replace("%", "%%")
+    shown_default = "" if flag.default in (None, [], {}, "") else f" (default: {flag.default})"
+    env = flag.env_name + (f" (or {flag.vllm_env_name})" if flag.vllm_env_name else "")
+    help_text = f"{flag.help}{shown_default} Env: {env}".replace("%", "%%")
     kwargs: dict[str, Any] = {"dest": flag.field_name, "help": help_text}
     if flag.kind == "bool":
         kwargs["action"] = argparse.BooleanOptionalAction
+    elif flag.field_name in JSON_LIST_FIELDS:
+        kwargs["type"] = _argparse_type(_to_list, "a JSON list or a comma-separated list")
+        kwargs["metavar"] = "JSON_LIST"
+    elif flag.field_name in APPEND_FIELDS:
+        kwargs["action"] = "append"
+        kwargs["metavar"] = "IMPORT_PATH"
     elif flag.kind == "list":
         kwargs["nargs"] = "+"
+    elif flag.kind == "dict":
+        kwargs["type"] = _argparse_type(_to_dict, "a JSON object")
+        kwargs["metavar"] = "JSON"
+    elif flag.field_name in OPTIONAL_VALUE_FIELDS:
+        kwargs["nargs"] = "?"
+        kwargs["const"] = OPTIONAL_VALUE_FIELDS[flag.field_name]
+        kwargs["metavar"] = flag.field_name.upper()
     else:
         kwargs["type"] = {"int": int, "float": float, "str": str}[flag.kind]
         kwargs["metavar"] = flag.field_name.upper()
@@ -240,6 +315,15 @@ def _env_values(environ: Mapping[str, str]) -> dict[str, Any]:
     return values
 
 
+def _vllm_env_values(environ: Mapping[str, str]) -> dict[str, Any]:
+    values = {}
+    for flag in all_flags():
+        name = flag.vllm_env_name
+        if name is not None and environ.get(name, "") != "":
+            values[flag.field_name] = flag.convert(environ[name], name)
+    return values
+
+
 @dataclass(slots=True)
 class ServeArgs:
     """The resolved configuration of one `vdiff serve` invocation, before anything is loaded."""
@@ -257,11 +341,16 @@ class ServeArgs:
         names = {item.name for item in fields(FrontendArgs)}
         return {name: value for name, value in self.values.items() if name in names}
 
+    def compat_kwargs(self) -> dict[str, Any]:
+        names = {item.name for item in fields(VllmCompatArgs)}
+        return {name: value for name, value in self.values.items() if name in names}
+
 
 def resolve_serve_args(
     parser: argparse.ArgumentParser, argv: Sequence[str], environ: Mapping[str, str] | None = None
 ) -> ServeArgs:
-    """Layer defaults < YAML < env < flags; raises VdiffValidationError naming the flag."""
+    """Layer defaults < YAML < VLLM_* env < VDIFF_* env < flags; raises VdiffValidationError naming the
+    flag."""
     environ = os.environ if environ is None else environ
     namespace = vars(parser.parse_args(list(argv)))
     positional = namespace.pop("model_positional", None)
@@ -273,11 +362,12 @@ def resolve_serve_args(
         namespace["model"] = positional
     config_path = namespace.pop("config", None) or environ.get(ENV_PREFIX + "CONFIG") or None
 
-    values = {flag.field_name: flag.default for flag in all_flags()}
+    values = {flag.field_name: copy.copy(flag.default) for flag in all_flags()}  # lists/dicts not shared
     sources = dict.fromkeys(values, "default")
     layers: list[tuple[str, dict[str, Any]]] = []
     if config_path:
         layers.append(("yaml", _yaml_values(_read_yaml(config_path), config_path)))
+    layers.append(("vllm-env", _vllm_env_values(environ)))
     layers.append(("env", _env_values(environ)))
     layers.append(("flag", namespace))
     for source, layer in layers:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+import errno
+import socket
+import ssl
+from dataclasses import dataclass, field
 
 from vdiff.errors import VdiffValidationError, check_choice
 
@@ -14,17 +18,48 @@ class FrontendArgs:
     host: str = "0.0.0.0"
     """Address to listen on."""
     port: int = 8000
-    """Port to listen on."""
+    """Port to listen on (checked free before the model loads)."""
     api_key: str | None = None
-    """If set, clients must send 'Authorization: Bearer <key>' (probes, /version, /metrics stay open)."""
+    """If set, clients must send 'Authorization: Bearer <key>' (probes, /version, /metrics stay open);
+    VLLM_API_KEY is read too, as vLLM does."""
     uvicorn_log_level: str = "info"
     """Log level of uvicorn (critical, error, warning, info, debug, trace)."""
     disable_log_stats: bool = False
     """Do not log throughput and queue statistics every few seconds."""
     enable_log_requests: bool = False
     """Log every request's prompt length and sampling parameters."""
+    disable_log_requests: bool = False
+    """vLLM's older inverse of --enable-log-requests: do not log requests (wins over
+    --enable-log-requests)."""
     root_path: str | None = None
     """ASGI root_path when the server sits behind a path-prefixing proxy."""
+    allowed_origins: list[str] = field(default_factory=list)
+    """CORS: origins allowed to call the API from a browser, a JSON list as vLLM ('["*"]') or a
+    comma-separated list (default: none, cross-origin browser access is off)."""
+    allowed_methods: list[str] = field(default_factory=lambda: ["*"])
+    """CORS: allowed methods, a JSON list or a comma-separated list."""
+    allowed_headers: list[str] = field(default_factory=lambda: ["*"])
+    """CORS: allowed request headers, a JSON list or a comma-separated list."""
+    allow_credentials: bool = False
+    """CORS: allow credentials (cookies, Authorization) on cross-origin requests."""
+    ssl_keyfile: str | None = None
+    """Serve HTTPS: the PEM private key file (with --ssl-certfile)."""
+    ssl_certfile: str | None = None
+    """Serve HTTPS: the PEM certificate (chain) file."""
+    ssl_ca_certs: str | None = None
+    """CA certificates file used to verify client certificates (see --ssl-cert-reqs)."""
+    ssl_cert_reqs: int = int(ssl.CERT_NONE)
+    """Whether a client certificate is required: 0 none, 1 optional, 2 required (Python's ssl.CERT_*)."""
+    middleware: list[str] = field(default_factory=list)
+    """Import path (module.name) of an extra ASGI middleware class (app.add_middleware) or async function
+    (@app.middleware('http')); repeat the flag for several, as vLLM."""
+    enable_request_id_headers: bool = False
+    """Add an X-Request-Id header to every response (the request's own X-Request-Id, else a new id)."""
+    disable_fastapi_docs: bool = False
+    """Do not serve the OpenAPI schema, Swagger UI and ReDoc (/openapi.json, /docs, /redoc)."""
+    trust_request_chat_template: bool = False
+    """Let requests send their own chat_template (as vLLM, off by default: a template is code that runs
+    in the server, and a hostile one can loop for hours)."""
     shutdown_grace_period: float = 30.0
     """Seconds in-flight requests may take to finish after SIGTERM/SIGINT before they are aborted."""
     log_stats_interval: float = 10.0
@@ -46,5 +81,62 @@ class FrontendArgs:
             raise VdiffValidationError("--max-request-body-bytes must be >= 1", "--max-request-body-bytes")
         if self.max_prompts_per_request < 1:
             raise VdiffValidationError("--max-prompts-per-request must be >= 1", "--max-prompts-per-request")
+        if self.ssl_cert_reqs not in (ssl.CERT_NONE, ssl.CERT_OPTIONAL, ssl.CERT_REQUIRED):
+            raise VdiffValidationError("--ssl-cert-reqs must be 0, 1 or 2", "--ssl-cert-reqs")
+        if self.ssl_keyfile and not self.ssl_certfile:
+            raise VdiffValidationError("--ssl-keyfile needs --ssl-certfile", "--ssl-certfile")
         if self.api_key == "":
             self.api_key = None
+        if self.disable_log_requests:
+            self.enable_log_requests = False
+
+    @property
+    def is_ssl(self) -> bool:
+        return bool(self.ssl_certfile)
+
+
+@dataclass(slots=True)
+class VllmCompatArgs:
+    """vLLM flags that have no effect here or are not supported yet: checked by `vdiff serve` before loading
+    (a one-line warning or exit 2), never passed to the engine."""
+
+    enable_prefix_caching: bool | None = None
+    """vLLM's cross-request prefix cache. Accepted with a warning: a bidirectional diffusion model's prompt
+    KV depends on the whole canvas, so no exact cache can be shared between requests (--kv-cache prefix is
+    the approximate per-request one)."""
+    tensor_parallel_size: int | None = None
+    """vLLM's tensor parallelism. Not supported yet: only 1 is accepted (one device per server)."""
+    gpu_memory_utilization: float | None = None
+    """vLLM's GPU memory fraction. Not supported yet: only vLLM's default 0.92 is accepted (vdiff reserves
+    no memory pool; it allocates per batch)."""
+    max_num_batched_tokens: int | None = None
+    """vLLM's per-step token budget. Not supported yet: refused when set (--max-num-seqs bounds a batch)."""
+    kv_cache_memory_bytes: int | None = None
+    """vLLM's KV cache size. Not supported yet: refused when set (vdiff has no preallocated KV cache)."""
+
+
+def bind_socket(args: FrontendArgs) -> socket.socket:
+    """Bind --host:--port now (listening starts with the server), so a port in use fails in a second
+    instead of after the model has loaded; raises VdiffValidationError naming --port."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            args.host, args.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as error:
+        raise VdiffValidationError(f"--host {args.host!r} cannot be resolved: {error}", "--host") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a restart may rebind at once
+    if family == socket.AF_INET6:  # as asyncio's create_server, which uvicorn used before
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    try:
+        sock.bind(address)
+    except OSError as error:
+        sock.close()
+        cause = "another process listens there" if error.errno == errno.EADDRINUSE else "check --host"
+        raise VdiffValidationError(
+            f"cannot listen on {args.host}:{args.port}: {error.strerror or error} ({cause}); choose another "
+            "port with --port (for `make serve`: make serve SERVE_ARGS='--port N')",
+            "--port",
+        ) from None
+    return sock

@@ -50,12 +50,20 @@ def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in _TRUTHY or bool(constants.HF_HUB_OFFLINE)
 
 
-def resolve_model_path(model: str, revision: str | None = None, cache_dir: str | Path | None = None) -> Path:
+def resolve_model_path(
+    model: str,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    token: str | bool | None = None,
+) -> Path:
     """A local directory as is; a shipped demo model by its name (vdiff.demo); otherwise a hub repo id
-    from the local HF cache (downloaded when online)."""
+    from the HF cache in `cache_dir` (--download-dir; default HF_HUB_CACHE), downloaded when online with
+    `token` (--hf-token; default HF_TOKEN)."""
     local = Path(model).expanduser()
     if local.is_dir():
         return local.resolve()
+    if cache_dir is not None:
+        cache_dir = Path(cache_dir).expanduser()
     from vdiff.demo import shipped_demo_path
 
     demo = shipped_demo_path(model)
@@ -81,7 +89,11 @@ def resolve_model_path(model: str, revision: str | None = None, cache_dir: str |
                 "model",
             ) from cache_miss
     try:  # hub progress bars are huggingface_hub's own
-        return Path(snapshot_download(model, revision=revision, cache_dir=cache_dir, allow_patterns=patterns))
+        return Path(
+            snapshot_download(
+                model, revision=revision, cache_dir=cache_dir, allow_patterns=patterns, token=token
+            )
+        )
     except Exception as error:
         raise VdiffValidationError(
             f"Model {model!r} is not a local directory, not in the Hugging Face cache "
@@ -178,8 +190,20 @@ def resolve_max_model_len(config: EngineConfig, hf_config: dict[str, Any], famil
     return _context_limit(hf_config, family) or 2048
 
 
+def hub_token(value: str | None) -> str | bool | None:
+    """--hf-token: a token, or 'true' (the bare flag) for the `hf auth login` token; None reads HF_TOKEN."""
+    if value is not None and value.strip().lower() in _TRUTHY:
+        return True
+    return value
+
+
 def load_generation_config(config: EngineConfig, model_dir: Path) -> dict[str, Any]:
-    """--generation-config: 'auto' reads the checkpoint's file, 'vdiff' ignores it, or a directory."""
+    """--generation-config: 'auto' reads the checkpoint's file, 'vdiff'/'vllm' ignore it, or a directory;
+    --override-generation-config is merged over the result (as vLLM's get_diff_sampling_param)."""
+    return {**_read_generation_config(config, model_dir), **config.override_generation_config}
+
+
+def _read_generation_config(config: EngineConfig, model_dir: Path) -> dict[str, Any]:
     if config.generation_config in ("vdiff", "vllm"):
         return {}
     folder = model_dir if config.generation_config == "auto" else Path(config.generation_config)
@@ -307,7 +331,9 @@ def _quantize_linears(model: nn.Module, quantization: str, dtype: torch.dtype, d
 
 def load_model(config: EngineConfig) -> LoadedModel:
     """Resolve, validate and load the checkpoint named by `config.model` onto the chosen device."""
-    model_dir = resolve_model_path(config.model, config.revision)
+    model_dir = resolve_model_path(
+        config.model, config.revision, config.download_dir, hub_token(config.hf_token)
+    )
     hf_config = read_json(model_dir / "config.json")
     family = get_family(hf_config.get("model_type"), config.trust_remote_code)
     device = resolve_device(config.device)

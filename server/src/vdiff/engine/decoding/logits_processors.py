@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from vdiff.engine.decoding.sampling import guided_logits
+from vdiff.knobs import MIN_TEMPERATURE
 
 _MAX_ABS_BIAS = 100.0
 
@@ -125,6 +126,9 @@ def process_logits(
         dead = ~(x > float("-inf")).any(dim=-1, keepdim=True)
         x.scatter_(1, best, torch.where(dead, best_logit, x.gather(1, best)))
 
+    # an extreme penalty (repetition_penalty 1e-300 divides by an underflowed 0) must not give +inf,
+    # whose softmax is NaN, even after the sampler divides by the smallest temperature
+    x.clamp_(max=torch.finfo(x.dtype).max * MIN_TEMPERATURE)
     _apply_min_p(x, rows, chosen)
     if every_row:
         return x

@@ -67,6 +67,8 @@ class ThresholdState:
     """Canvas indices of the current block's masks queried by the pending forward."""
     is_refresh: bool = False
     num_refreshes: int = 0
+    visible: int = 0
+    """Canvas positions the pending forward shows the model (Sequence.visible_length)."""
 
 
 @register_policy
@@ -97,19 +99,20 @@ class ThresholdPolicy(DecodingPolicy):
         block = self._current_block(seq, state)
         if block is None:
             return None
-        canvas = seq.canvas
+        state.visible = visible = seq.visible_length(block)
+        canvas = seq.canvas[:visible]
         rows = guidance_rows(canvas, seq.prompt_len, self.context.mask_token_id, seq.params.cfg_scale)
         shift = 1 if self.context.logit_shift else 0
         if not state.caches:
             state.is_refresh = False
             return ForwardRequest(
                 input_ids=rows,
-                position_ids=positions(0, canvas.shape[0]),
+                position_ids=positions(0, visible),
                 logit_indices=state.masked - shift,
                 decided=state.masked,
             )
         start, end = seq.prompt_len + block.start, seq.prompt_len + block.end
-        windows = [cache.window(start, end, canvas.shape[0]) for cache in state.caches]
+        windows = [cache.window(start, end, visible) for cache in state.caches]
         window = windows[0]
         state.is_refresh = window.is_refresh
         return ForwardRequest(
@@ -160,7 +163,7 @@ class ThresholdPolicy(DecodingPolicy):
         assert block is not None and result.past_key_values is not None
         start, end = seq.prompt_len + block.start, seq.prompt_len + block.end
         for row, cache in enumerate(state.caches):
-            canvas_kv = SequenceKV.from_batch(result.past_key_values, row, 0, seq.canvas.shape[0])
+            canvas_kv = SequenceKV.from_batch(result.past_key_values, row, 0, state.visible)
             cache.refresh(canvas_kv, start, end)
         state.num_refreshes += 1
 

@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from vdiff.entrypoints.openai import field_rules
+from vdiff.entrypoints.openai.text_input import check_text
 from vdiff.errors import VdiffValidationError
 from vdiff.knobs import KNOBS, KNOBS_BY_NAME
 from vdiff.sampling_params import SamplingParams
@@ -133,6 +134,7 @@ class SamplingRequest(KnobFields):  # type: ignore[misc, valid-type]
 
     def check_supported(self) -> None:
         field_rules.check_refused(self, (*field_rules.SHARED, *self.refused_fields, *field_rules.REMOVED))
+        check_text(self.request_id, "request_id")
         if self.best_of is not None and self.best_of != self.n:
             raise VdiffValidationError(
                 "best_of must equal n: vdiff returns every generation and does not rank candidates", "best_of"

@@ -32,6 +32,8 @@ class PromptJob:
     request_id: str
     prompt_token_ids: list[int]
     params: SamplingParams
+    param_names: dict[str, str] = field(default_factory=dict)
+    """The engine's name of a field -> this endpoint's (chat: prompt -> messages), for error messages."""
 
 
 @dataclass(slots=True)
@@ -109,6 +111,19 @@ class OpenAIServing:
             conversation, add_generation_prompt=add_generation_prompt, kwargs=kwargs
         )[1]
 
+    def check_text_fits(self, text: str, param: str) -> None:
+        """Refuse, before tokenizing it, a text too long for the context whatever its tokenization."""
+        max_model_len, max_token_bytes = self.max_model_len, self.engine.tokenizer_info.max_token_bytes
+        if max_model_len is None or not max_token_bytes:
+            return
+        min_tokens = len(text.encode("utf-8", "surrogatepass")) // max_token_bytes
+        if min_tokens >= max_model_len:
+            raise VdiffValidationError(
+                f"This model's maximum context length is {max_model_len} tokens; the prompt has at least "
+                f"{min_tokens} tokens. Please shorten the prompt.",
+                param,
+            )
+
     def render_chat_prompt(
         self,
         conversation: list[dict[str, Any]],
@@ -117,6 +132,7 @@ class OpenAIServing:
         kwargs: dict[str, Any] | None,
         chat_template: str | None = None,
         add_special_tokens: bool = False,
+        truncating: bool = False,
     ) -> tuple[str, list[int]]:
         """The rendered prompt text and its ids (special tokens come from the template unless asked)."""
         template_kwargs = {
@@ -132,6 +148,8 @@ class OpenAIServing:
             if isinstance(error, VdiffValidationError):
                 raise
             raise VdiffValidationError(f"could not apply the chat template: {error}", "messages") from error
+        if not truncating:
+            self.check_text_fits(text, "messages")
         return text, self.encode(text, add_special_tokens=add_special_tokens)
 
     def chat_template_text(self, override: str | None) -> str:
@@ -185,7 +203,12 @@ class OpenAIServing:
                 )
 
     def build_job(
-        self, request_id: str, prompt_ids: list[int], request: SamplingRequest, default_max_tokens: int | None
+        self,
+        request_id: str,
+        prompt_ids: list[int],
+        request: SamplingRequest,
+        default_max_tokens: int | None,
+        param_names: dict[str, str] | None = None,
     ) -> PromptJob:
         """Bridge the request to SamplingParams; every check is the engine's input processor's.
 
@@ -196,7 +219,7 @@ class OpenAIServing:
             if self.max_model_len is not None:
                 max_tokens = max(1, min(max_tokens, self.max_model_len - len(prompt_ids)))
         request.check_supported()
-        return PromptJob(request_id, prompt_ids, request.to_sampling_params(max_tokens))
+        return PromptJob(request_id, prompt_ids, request.to_sampling_params(max_tokens), param_names or {})
 
     # Engine calls.
     async def generate(self, job: PromptJob) -> AsyncIterator[RequestOutput]:
@@ -215,6 +238,10 @@ class OpenAIServing:
                 tracker.observe(output)
                 final = output
                 yield output
+        except VdiffValidationError as error:
+            if error.param not in job.param_names:
+                raise
+            raise VdiffValidationError(error.message, job.param_names[error.param]) from error
         finally:
             # No await in here: under anyio (Starlette streaming) a cancelled scope re-cancels every await.
             if final is None or not final.finished:

@@ -31,6 +31,8 @@ from vdiff.entrypoints.openai.serving_base import (
 from vdiff.entrypoints.openai.text_input import check_text
 from vdiff.errors import VdiffValidationError
 
+CHAT_PARAM_NAMES = {"prompt": "messages", "logprobs": "top_logprobs"}
+"""The engine's field names in chat's terms."""
 DEFAULT_CHAT_MAX_TOKENS = 256
 """Chat default when the client sends no max_tokens (bounded by the context left; vllm-compatibility.md)."""
 
@@ -49,12 +51,24 @@ class ChatJob:
 
 
 class OpenAIServingChat(OpenAIServing):
+    def __init__(self, *args: Any, trust_request_chat_template: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.trust_request_chat_template = trust_request_chat_template
+
     async def prepare(self, request: ChatCompletionRequest) -> tuple[str, ChatJob]:
         """Check the request, then render and tokenize the chat in a worker thread (off the event loop)."""
         model_name = self.resolve_model_name(request.model)
         request.check_supported()
+        if request.chat_template is not None and not self.trust_request_chat_template:
+            raise VdiffValidationError(
+                "chat_template in a request is refused unless the server runs with "
+                "--trust-request-chat-template (as vLLM): a template is code the server runs",
+                "chat_template",
+            )
         prompt_text, prompt_ids = await asyncio.to_thread(self._tokenize, request)
-        job = self.build_job(random_id("chatcmpl"), prompt_ids, request, DEFAULT_CHAT_MAX_TOKENS)
+        job = self.build_job(
+            random_id("chatcmpl"), prompt_ids, request, DEFAULT_CHAT_MAX_TOKENS, CHAT_PARAM_NAMES
+        )
         conversation = request.conversation()
         echo = ""
         if request.echo and conversation and conversation[-1]["role"] == "assistant":
@@ -92,6 +106,7 @@ class OpenAIServingChat(OpenAIServing):
             kwargs=self._template_kwargs(request),
             chat_template=request.chat_template,
             add_special_tokens=request.add_special_tokens,
+            truncating=request.truncate_prompt_tokens is not None,
         )
         truncated = self.truncate(prompt_ids, request)
         if len(truncated) != len(prompt_ids):

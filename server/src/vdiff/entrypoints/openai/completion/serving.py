@@ -75,6 +75,8 @@ class OpenAIServingCompletion(OpenAIServing):
         tokenized = []
         for prompt in prompts:
             if isinstance(prompt, str):
+                if request.truncate_prompt_tokens is None:
+                    self.check_text_fits(prompt, "prompt")
                 prompt_ids = encode_text(encode, prompt, "prompt")
             else:
                 prompt_ids = list(prompt)
