@@ -52,6 +52,7 @@ from typing import Any
 if __package__ in (None, ""):  # `python bench/gpu_check.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.demo_layouts import ModelSize, llada_config, qwen2_family_config
 from bench.engine_driver import drive_closed_loop
 from bench.report import RESULTS_DIR, save_results
 
@@ -300,87 +301,19 @@ def write_tokenizer(shape: Shape, path: Path) -> None:
 
 
 def model_config(shape: Shape) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(config.json, generation_config.json) with the real models' field names and values."""
+    """(config.json, generation_config.json): the demo layouts' field names with the real models' values."""
     ids = shape.special_ids
+    size = ModelSize(
+        shape.hidden, shape.layers, shape.heads, shape.kv_heads, shape.intermediate, shape.max_len
+    )
+    real = {"torch_dtype": "bfloat16"}
     if shape.family == "llada":
         eos, bos = ids["<|endoftext|>"], ids["<|startoftext|>"]
-        config = {
-            "activation_type": "silu",
-            "alibi": False,
-            "alibi_bias_max": 8.0,
-            "architectures": ["LLaDAModelLM"],
-            "attention_dropout": 0.0,
-            "attention_layer_norm": False,
-            "attention_layer_norm_with_affine": True,
-            "bias_for_layer_norm": False,
-            "block_group_size": 1,
-            "block_type": "llama",
-            "d_model": shape.hidden,
-            "embedding_dropout": 0.0,
-            "embedding_size": shape.vocab,
-            "eos_token_id": eos,
-            "flash_attention": False,
-            "include_bias": False,
-            "include_qkv_bias": False,
-            "init_device": "meta",
-            "init_fn": "mitchell",
-            "init_std": 0.02,
-            "input_emb_norm": False,
-            "layer_norm_type": "rms",
-            "layer_norm_with_affine": True,
-            "mask_token_id": ids["<|mdm_mask|>"],
-            "max_sequence_length": shape.max_len,
-            "mlp_hidden_size": shape.intermediate,
-            "mlp_ratio": 4,
-            "model_type": "llada",
-            "multi_query_attention": None,
-            "n_heads": shape.heads,
-            "n_kv_heads": shape.kv_heads,
-            "n_layers": shape.layers,
-            "pad_token_id": eos,
-            "precision": "amp_bf16",
-            "residual_dropout": 0.0,
-            "rms_norm_eps": 1e-5,
-            "rope": True,
-            "rope_full_precision": True,
-            "rope_theta": 500000.0,
-            "scale_logits": False,
-            "torch_dtype": "bfloat16",
-            "transformers_version": "4.46.3",
-            "use_cache": False,
-            "vocab_size": shape.vocab,
-            "weight_tying": False,
-        }
+        config = llada_config(size, shape.vocab, ids) | real | {"rope_theta": 500000.0}
         return config, {"bos_token_id": bos, "eos_token_id": eos, "pad_token_id": eos}
     eos = ids["<|endoftext|>"]
-    config = {
-        "architectures": ["DreamModel"],
-        "attention_dropout": 0.0,
-        "bos_token_id": ids["<|beginoftext|>"],
-        "eos_token_id": eos,
-        "hidden_act": "silu",
-        "hidden_size": shape.hidden,
-        "initializer_range": 0.02,
-        "intermediate_size": shape.intermediate,
-        "mask_token_id": ids["<|mask|>"],
-        "max_position_embeddings": shape.max_len,
-        "max_window_layers": shape.layers,
-        "model_type": "Dream",
-        "num_attention_heads": shape.heads,
-        "num_hidden_layers": shape.layers,
-        "num_key_value_heads": shape.kv_heads,
-        "pad_token_id": eos,
-        "rms_norm_eps": 1e-6,
-        "rope_scaling": None,
-        "rope_theta": 1000000.0,
-        "sliding_window": None,
-        "tie_word_embeddings": False,
-        "torch_dtype": "bfloat16",
-        "transformers_version": "4.46.2",
-        "use_cache": True,
-        "use_sliding_window": False,
-        "vocab_size": shape.vocab,
-    }
+    config = qwen2_family_config(size, shape.vocab, ids, is_dream=True) | real
+    config |= {"bos_token_id": ids["<|beginoftext|>"], "rope_theta": 1000000.0}
     return config, {"bos_token_id": eos, "eos_token_id": eos, "pad_token_id": eos}
 
 
