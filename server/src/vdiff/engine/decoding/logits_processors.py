@@ -79,8 +79,11 @@ def process_logits(
     positions: Sequence[torch.Tensor],
     mask_token_id: int,
     end_token_ids: Sequence[int],
+    *,
+    in_place: bool = False,
 ) -> torch.Tensor:
-    """Apply every sequence's logits processing to its rows; returns a new [N, V] tensor."""
+    """Apply every sequence's logits processing to its rows; returns a new [N, V] tensor (or `logits`
+    itself, changed, with in_place: for a caller whose tensor is already a private copy)."""
     if sum(row_counts) != logits.shape[0]:
         raise ValueError(f"row_counts sum to {sum(row_counts)}, logits have {logits.shape[0]} rows")
     starts = [0]
@@ -88,7 +91,7 @@ def process_logits(
         starts.append(starts[-1] + count)
     seqs = [i for i, p in enumerate(params) if row_counts[i] > 0 and needs_processing(p)]
     if not seqs:
-        return logits.clone()
+        return logits if in_place else logits.clone()
     for i in seqs:
         if positions[i].numel() != row_counts[i]:
             raise ValueError(f"sequence {i}: {positions[i].numel()} positions for {row_counts[i]} rows")
@@ -107,24 +110,31 @@ def process_logits(
 
     global_rows = torch.cat([torch.arange(starts[i], starts[i + 1]) for i in seqs]).to(device)
     every_row = global_rows.numel() == logits.shape[0]  # then global_rows is 0..N-1 in order
-    x = logits.clone() if every_row else logits[global_rows]  # a copy: the rules below work in place
+    private = logits if in_place else logits.clone()
+    x = private if every_row else logits[global_rows]  # the rules below work in place on x
     allowed = _allowed_mask(vocab, device, rows, chosen)
     banned = _banned_pairs(vocab, rows, chosen, seq_canvases, seq_prompt_lens, mask_token_id, end_token_ids)
-    masking = allowed is not None or banned is not None
-    best = x.argmax(dim=-1, keepdim=True) if masking else None
+    # only rows a rule may empty need the fallback (min_tokens bans touch a few rows of a block)
+    masked_rows = [
+        r for r in (allowed[0].cpu() if allowed else None, banned[0] if banned else None) if r is not None
+    ]
+    guarded = torch.unique(torch.cat(masked_rows)).to(device) if masked_rows else None
+    best = x[guarded].argmax(dim=-1, keepdim=True) if guarded is not None else None
 
     _apply_penalties(x, rows, chosen, seq_canvases, seq_prompt_lens, mask_token_id)
     _apply_logit_bias(x, rows, chosen)
-    if best is not None:
-        best_logit = x.gather(1, best)
+    if guarded is not None and best is not None:
+        best_logit = x[guarded].gather(1, best)
         if allowed is not None:
             restricted_rows, keep = allowed
             x[restricted_rows] = x[restricted_rows].masked_fill(~keep, float("-inf"))
         if banned is not None:
             x.index_put_(tuple(t.to(device) for t in banned), torch.tensor(float("-inf"), device=device))
         # Never an all -inf row: the original row's best token keeps its logit (see the module docstring).
-        dead = ~(x > float("-inf")).any(dim=-1, keepdim=True)
-        x.scatter_(1, best, torch.where(dead, best_logit, x.gather(1, best)))
+        guarded_rows = x[guarded]
+        dead = ~(guarded_rows > float("-inf")).any(dim=-1, keepdim=True)
+        guarded_rows.scatter_(1, best, torch.where(dead, best_logit, guarded_rows.gather(1, best)))
+        x[guarded] = guarded_rows
 
     # an extreme penalty (repetition_penalty 1e-300 divides by an underflowed 0) must not give +inf,
     # whose softmax is NaN, even after the sampler divides by the smallest temperature
@@ -132,9 +142,8 @@ def process_logits(
     _apply_min_p(x, rows, chosen)
     if every_row:
         return x
-    out = logits.clone()
-    out[global_rows] = x
-    return out
+    private[global_rows] = x
+    return private
 
 
 def _expand_to_rows(pair_seq: torch.Tensor, rows: _Rows) -> tuple[torch.Tensor, torch.Tensor]:
@@ -378,6 +387,7 @@ def process_results(
         [requests[index].decided for index in chosen],
         mask_token_id,
         end_token_ids,
+        in_place=len(rows) > 1,  # torch.cat made a private copy; a single row is a view of the result
     )
     for index, chunk in zip(chosen, processed.split([row.shape[0] for row in rows]), strict=True):
         results[index].logits = chunk.unsqueeze(0)
