@@ -44,6 +44,9 @@ class SamplingParams(RequestKnobs):  # type: ignore[misc, valid-type]
     """Filled by the input processor from bad_words (each word with and without a leading space)."""
     logprobs: int | None = None
     """Return the log-probability of each committed token and of this many alternatives (0 = none)."""
+    prompt_logprobs: int | None = None
+    """Score the prompt first: each prompt token's log-probability given the tokens before it (the
+    left-to-right factorization, engine/prompt_scoring.py), with this many alternatives."""
     skip_special_tokens: bool = True
     spaces_between_special_tokens: bool = True
 
@@ -86,6 +89,8 @@ class SamplingParams(RequestKnobs):  # type: ignore[misc, valid-type]
                 _check_int(token_id, "allowed_token_ids", low=0)
         if self.logprobs is not None:
             _check_int(self.logprobs, "logprobs", low=0)
+        if self.prompt_logprobs is not None:
+            _check_int(self.prompt_logprobs, "prompt_logprobs", low=0)
 
     def replace(self, **changes: object) -> SamplingParams:
         return dataclasses.replace(self, **changes)

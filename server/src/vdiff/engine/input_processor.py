@@ -86,12 +86,14 @@ class InputProcessor:
         self._check_token_ids(params)
         if params.n > MAX_N:
             raise VdiffValidationError(f"n ({params.n}) must be at most {MAX_N}", "n")
-        if params.logprobs is not None and params.logprobs > self.config.max_logprobs:
-            raise VdiffValidationError(
-                f"Requested sample logprobs of {params.logprobs}, which is greater than max allowed: "
-                f"{self.config.max_logprobs}",
-                "logprobs",
-            )
+        for name, asked in (("logprobs", params.logprobs), ("prompt_logprobs", params.prompt_logprobs)):
+            if asked is not None and asked > self.config.max_logprobs:
+                kind = "sample" if name == "logprobs" else "prompt"
+                raise VdiffValidationError(
+                    f"Requested {kind} logprobs of {asked}, which is greater than max allowed: "
+                    f"{self.config.max_logprobs}",
+                    name,
+                )
         resolved = self.resolve(params)
         self._check_schedule(resolved)
         self.policies[resolved.decoding].validate(resolved, self.family.name)

@@ -20,6 +20,7 @@ from vdiff.engine.logprobs import raw_logits, record_committed
 from vdiff.engine.model_runner import ModelRunner
 from vdiff.engine.output_processor import OutputProcessor, supports_incremental_decoding
 from vdiff.engine.outputs import RequestOutput
+from vdiff.engine.prompt_scoring import PromptScorer
 from vdiff.engine.request import Request
 from vdiff.engine.scheduler import Scheduler
 from vdiff.engine.sequence import Sequence, SequenceStatus, plan_blocks
@@ -87,6 +88,7 @@ class LLMEngine:
             stats=self.stats,
         )
         # every policy exists before the first request: the input processor reads them from another thread
+        self.scorer = PromptScorer(self.mask_token_id, self.policy_context.logit_shift, self.max_model_len)
         self._policies: dict[str, DecodingPolicy] = {
             name: get_policy_class(name)(self.policy_context) for name in available_policies()
         }
@@ -152,6 +154,8 @@ class LLMEngine:
         self.scheduler.add(seqs)
         for seq in seqs:
             self._policy(seq.policy_name).init_sequence(seq)
+        if params.prompt_logprobs is not None:
+            self.scorer.start(seqs[0])  # the prompt is shared: scored once, by the first sequence
         engine_request = Request(request_id, prompt_token_ids, params, seqs)
         engine_request.stats.arrival_time = request.arrival_time
         self.requests[request_id] = engine_request
@@ -197,7 +201,8 @@ class LLMEngine:
 
         planned, forward_requests, idle = [], [], []
         for seq in batch:
-            forward_request = self.guard.call([seq], self._policy(seq.policy_name).prepare, seq)
+            prepare = self.scorer.prepare if seq.is_scoring else self._policy(seq.policy_name).prepare
+            forward_request = self.guard.call([seq], prepare, seq)
             if forward_request is self.guard.FAILED:
                 continue
             if forward_request is None:
@@ -211,6 +216,16 @@ class LLMEngine:
                 self.runner.execute, planned, forward_requests
             )
             self.stats.record_step(len(planned), self.runner.num_forwards - forwards_before)
+            scoring = [index for index, seq in enumerate(planned) if seq.is_scoring]
+            for index in scoring:
+                seq = planned[index]
+                self.guard.call([seq], self.scorer.commit, seq, forward_requests[index], results[index])
+                seq.stats.num_forwards += 1
+            if scoring:  # the rest of the step is the policies'
+                keep = [index for index in range(len(planned)) if index not in set(scoring)]
+                planned = [planned[index] for index in keep]
+                forward_requests = [forward_requests[index] for index in keep]
+                results = [results[index] for index in keep]
             raw = raw_logits(planned, results)
             if planned:
                 self.guard.call(

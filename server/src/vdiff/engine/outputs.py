@@ -58,3 +58,6 @@ class RequestOutput:
     outputs: list[CompletionOutput]
     finished: bool = False
     stats: RequestStats = field(default_factory=RequestStats)
+    prompt_logprobs: list[TokenLogprob | None] | None = None
+    """Per prompt token when the request asked for prompt_logprobs (None for the first: nothing predicts
+    it), filled in before the first generated token is reported."""

@@ -45,10 +45,12 @@ class Request:
                 )
             )
         self.stats.num_denoising_steps = sum(seq.stats.num_denoising_steps for seq in self.seqs)
+        first = self.seqs[0]
         return RequestOutput(
             request_id=self.request_id,
             prompt_token_ids=self.prompt_token_ids,
             outputs=outputs,
             finished=self.is_finished,
             stats=dataclasses.replace(self.stats),
+            prompt_logprobs=None if first.is_scoring else first.prompt_logprobs,
         )

@@ -93,6 +93,10 @@ class Sequence:
     """Owned by the sequence's DecodingPolicy: KV-cache handles, APD verifier state, ..."""
     detokenizer_state: Any = None
     """Owned by the OutputProcessor: incremental detokenization offsets."""
+    prompt_logprobs: list[Any] | None = None
+    """TokenLogprob per prompt position (None for position 0) while the prompt is scored."""
+    num_scored: int = 1
+    """Prompt positions scored so far (position 0 has nothing before it)."""
     token_logprobs: dict[int, Any] | None = None
     """Generation position -> TokenLogprob of its committed token, when the request asked for logprobs."""
     needs_logits_processing: bool = False
@@ -118,6 +122,10 @@ class Sequence:
     @property
     def is_finished(self) -> bool:
         return self.status is SequenceStatus.FINISHED
+
+    @property
+    def is_scoring(self) -> bool:
+        return self.prompt_logprobs is not None and self.num_scored < self.prompt_len
 
     @property
     def current_block(self) -> Block | None:
