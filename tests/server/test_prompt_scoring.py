@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 
 import pytest
-
-from bench.tasks import eval_set
 from vdiff.config import EngineConfig
 from vdiff.demo import demo_model_path
 from vdiff.engine.llm_engine import LLMEngine
 from vdiff.errors import VdiffValidationError
 from vdiff.sampling_params import SamplingParams
+
+from bench.tasks import eval_set
 
 
 @pytest.fixture(scope="module", params=["llada-demo", "dream-demo"])
