@@ -174,7 +174,7 @@ def test_resolved_configuration_log_hides_the_api_key(tmp_path: Path) -> None:
     config, frontend = cli.build_configs(serve_args)
     text = cli.describe_configuration(config, frontend, serve_args)
     assert "s3cret" not in text and "api_key = '***' [flag]" in text
-    assert "max_num_seqs = 16 [default]" in text
+    assert "max_num_seqs = 256 [default]" in text
 
 
 def test_console_script_exits_2_without_traceback(tmp_path: Path) -> None:

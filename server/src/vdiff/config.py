@@ -51,8 +51,18 @@ class EngineConfig(ServerKnobs):  # type: ignore[misc, valid-type]
     """Seed of the per-request generators when a request sets no seed."""
     max_model_len: int | None = None
     """Longest prompt + completion in tokens (default: the model's max_position_embeddings)."""
-    max_num_seqs: int = 16
-    """Most sequences denoised together in one batched forward (n>1 counts n)."""
+    max_num_seqs: int = 256
+    """Most sequences denoised together in one batched forward (n>1 counts n), as vLLM's default; the cache
+    budget (--gpu-memory-utilization, --kv-cache-memory-bytes) decides how many actually run."""
+    max_num_batched_tokens: int | None = None
+    """Most query positions one engine step forwards (default: max(8192, --max-model-len)); sequences over
+    it wait for the next step. At least --max-model-len (a canvas is forwarded whole)."""
+    gpu_memory_utilization: float = 0.92
+    """Fraction of the GPU's memory vdiff may use (vLLM's meaning and default): weights and the profiled
+    peak of the largest step come first, the rest holds the KV caches."""
+    kv_cache_memory_bytes: int | None = None
+    """Bytes for the KV caches (block cache, APD caches), instead of what --gpu-memory-utilization leaves;
+    on a CPU the default is a tenth of the machine's memory."""
     max_waiting_requests: int = 256
     """Bounded waiting queue beyond --max-num-seqs; a request over it gets HTTP 429 with Retry-After."""
     max_logprobs: int = 20
@@ -85,6 +95,16 @@ class EngineConfig(ServerKnobs):  # type: ignore[misc, valid-type]
         check_choice(self.quantization, QUANTIZATIONS, "--quantization", optional=True)
         if self.max_num_seqs < 1:
             raise VdiffValidationError("--max-num-seqs must be at least 1", "--max-num-seqs")
+        if self.max_num_batched_tokens is not None and self.max_num_batched_tokens < 1:
+            raise VdiffValidationError(
+                "--max-num-batched-tokens must be at least 1", "--max-num-batched-tokens"
+            )
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise VdiffValidationError(
+                "--gpu-memory-utilization must be in (0, 1]", "--gpu-memory-utilization"
+            )
+        if self.kv_cache_memory_bytes is not None and self.kv_cache_memory_bytes < 0:
+            raise VdiffValidationError("--kv-cache-memory-bytes must be >= 0", "--kv-cache-memory-bytes")
         if self.max_waiting_requests < 0:
             raise VdiffValidationError("--max-waiting-requests must be >= 0", "--max-waiting-requests")
         if self.max_model_len is not None and self.max_model_len < 2:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vdiff.config import EngineConfig
+from vdiff.engine.block_manager import most_cache_tokens
 from vdiff.engine.decoding.base import DecodingPolicy
 from vdiff.errors import VdiffValidationError
 from vdiff.knobs import KNOBS, MIN_TEMPERATURE, Knob
@@ -60,6 +61,9 @@ class InputProcessor:
         self.max_model_len = max_model_len
         self.policies = policies
         self.generation_defaults = self._generation_defaults(generation_config)
+        self.cache_capacity_tokens: int | None = None
+        """The whole cache budget in tokens (set by the engine once it is measured); None = unbounded."""
+        self.verifier_ratio = 0.0
         self._clamped_temperature_logged = False
 
     @staticmethod
@@ -96,6 +100,7 @@ class InputProcessor:
                 )
         resolved = self.resolve(params)
         self._check_schedule(resolved)
+        self._check_cache_fits(resolved, len(prompt))
         self.policies[resolved.decoding].validate(resolved, self.family.name)
         return EngineRequest(request_id, prompt, resolved, time.time())
 
@@ -146,6 +151,22 @@ class InputProcessor:
             raise VdiffValidationError(
                 f"steps ({params.steps}) exceeds the model's context ({self.max_model_len} positions)",
                 "steps",
+            )
+
+    def _check_cache_fits(self, params: SamplingParams, prompt_len: int) -> None:
+        """A request whose cache could never fit the whole budget is refused; one that fits later waits."""
+        if self.cache_capacity_tokens is None:
+            return
+        max_tokens = params.max_tokens
+        block = max_tokens if params.block_length is None else min(params.block_length, max_tokens)
+        canvas = prompt_len + min(-(-max_tokens // block) * block, self.max_model_len - prompt_len)
+        need = most_cache_tokens(prompt_len, params, canvas, self.verifier_ratio)
+        if need > self.cache_capacity_tokens:
+            raise VdiffValidationError(
+                f"the request's KV cache ({need} tokens) does not fit the server's cache budget "
+                f"({self.cache_capacity_tokens} tokens, --kv-cache-memory-bytes / --gpu-memory-utilization): "
+                "lower max_tokens or use kv_cache 'none'",
+                "max_tokens",
             )
 
     # ----------------------------------------------------------------- resolution

@@ -13,10 +13,13 @@ from typing import Any
 import torch
 
 from vdiff.config import EngineConfig
+from vdiff.engine.block_manager import BLOCK_SIZE, BlockManager
+from vdiff.engine.cache_scheduler import CacheScheduler
 from vdiff.engine.decoding import DecodingPolicy, PolicyContext, available_policies, get_policy_class
 from vdiff.engine.decoding.logits_processors import needs_processing, process_results
 from vdiff.engine.input_processor import MAX_N, EngineRequest, InputProcessor
 from vdiff.engine.logprobs import raw_logits, record_committed
+from vdiff.engine.memory_budget import cache_budget_bytes, default_max_num_batched_tokens, kv_bytes_per_token
 from vdiff.engine.model_runner import ModelRunner
 from vdiff.engine.output_processor import OutputProcessor, supports_incremental_decoding
 from vdiff.engine.outputs import RequestOutput
@@ -103,6 +106,7 @@ class LLMEngine:
         )
         self._check_server_defaults()
         self.scheduler = Scheduler(config.max_num_seqs, config.max_waiting_requests, MAX_N)
+        self.cache_scheduler = self._plan_cache_memory()
         self.output_processor = OutputProcessor(
             self.tokenizer_info.decode,
             self.tokenizer_info.eos_token_ids,
@@ -171,6 +175,7 @@ class LLMEngine:
             if not seq.is_finished:
                 seq.finish("abort")
                 self._policy(seq.policy_name).release(seq)
+            self.cache_scheduler.release(seq)
         request.stats.finished_time = time.time()
         return request.make_output({})
 
@@ -190,7 +195,7 @@ class LLMEngine:
         """One denoising step for every running sequence (one forward), then report what changed.
 
         A failure is contained to the requests it came from (see step_guard): they fail, the others go on."""
-        batch: list[Sequence] = self.scheduler.schedule()  # type: ignore[assignment]
+        batch: list[Sequence] = self.cache_scheduler.schedule()
         now = time.time()
         for seq in batch:
             if seq.status is SequenceStatus.WAITING:
@@ -210,6 +215,7 @@ class LLMEngine:
             else:
                 planned.append(seq)
                 forward_requests.append(forward_request)
+        planned, forward_requests, _ = self.cache_scheduler.pack(planned, forward_requests)  # the rest wait
         if planned:
             forwards_before = self.runner.num_forwards
             planned, forward_requests, results = self.guard.execute(
@@ -295,6 +301,7 @@ class LLMEngine:
                 if seq.frontier < seq.gen_len and seq.finish_reason == "stop":
                     self.stats.num_early_exits += 1
                 self._policy(seq.policy_name).release(seq)
+                self.cache_scheduler.release(seq)
 
         outputs = []
         for request_id in changed:
@@ -313,6 +320,51 @@ class LLMEngine:
         if policy is None:
             policy = self._policies[name] = get_policy_class(name)(self.policy_context)
         return policy
+
+    def _plan_cache_memory(self) -> CacheScheduler:
+        """The cache budget in blocks (engine/memory_budget.py) and the scheduler that keeps to it."""
+        config, max_model_len = self.config, self.max_model_len
+        max_batched = config.max_num_batched_tokens or default_max_num_batched_tokens(max_model_len)
+        if max_batched < max_model_len:
+            raise VdiffValidationError(
+                f"--max-num-batched-tokens ({max_batched}) is smaller than the context ({max_model_len}): "
+                "a canvas is forwarded whole, so raise it or lower --max-model-len",
+                "--max-num-batched-tokens",
+            )
+        bytes_per_token = kv_bytes_per_token(self.runner)
+        verifier = getattr(self._policies.get("apd"), "verifier", None)
+        verifier_bytes = kv_bytes_per_token(verifier.runner) if verifier is not None else 0
+        ratio = verifier_bytes / bytes_per_token if bytes_per_token else 0.0
+        num_blocks = 0
+        if bytes_per_token:
+            budget = cache_budget_bytes(config, self.runner, max_model_len)
+            num_blocks = budget // (BLOCK_SIZE * bytes_per_token)
+        self.input_processor.cache_capacity_tokens = num_blocks * BLOCK_SIZE
+        self.input_processor.verifier_ratio = ratio
+        logger.info(
+            "KV cache: %d blocks of %d tokens (%.1f MiB, %d bytes per token)",
+            num_blocks,
+            BLOCK_SIZE,
+            num_blocks * BLOCK_SIZE * bytes_per_token / 2**20,
+            bytes_per_token,
+        )
+        return CacheScheduler(
+            self.scheduler, BlockManager(num_blocks), ratio, max_batched, self._reset_caches
+        )
+
+    def _reset_caches(self, seq: Sequence) -> None:
+        """A preempted sequence keeps its canvas; its policy state (caches) starts over."""
+        policy = self._policy(seq.policy_name)
+        policy.release(seq)
+        policy.init_sequence(seq)
+
+    @property
+    def kv_cache_usage(self) -> float:
+        return self.cache_scheduler.blocks.usage
+
+    @property
+    def num_preemptions(self) -> int:
+        return self.cache_scheduler.num_preemptions
 
     def _check_server_defaults(self) -> None:
         """A default that every request would be refused for fails at startup, naming its flag."""

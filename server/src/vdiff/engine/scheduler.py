@@ -7,7 +7,7 @@ engine steps (continuous batching at step granularity).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from vdiff.errors import QueueFullError
@@ -69,18 +69,26 @@ class Scheduler:
     def free_finished(self) -> None:
         self.running = [seq for seq in self.running if not seq.is_finished]
 
-    def schedule(self) -> list[Schedulable]:
-        """Drop finished sequences, admit waiting ones in arrival order, return the running batch."""
+    def schedule(self, can_admit: Callable[[Schedulable], bool] | None = None) -> list[Schedulable]:
+        """Drop finished sequences, admit waiting ones in arrival order (while `can_admit` agrees: the
+        cache budget), return the running batch."""
         self.free_finished()
         while self.waiting and len(self.running) < self.max_num_seqs:
             group = self.waiting[0]
             while group and len(self.running) < self.max_num_seqs:
+                if not group[0].is_finished and can_admit is not None and not can_admit(group[0]):
+                    return list(self.running)
                 seq = group.pop(0)
                 if not seq.is_finished:
                     self.running.append(seq)
             if not group:
                 self.waiting.popleft()
         return list(self.running)
+
+    def preempt(self, seq: Schedulable) -> None:
+        """Take a running sequence back to the head of the queue (its cache was freed)."""
+        self.running.remove(seq)
+        self.waiting.appendleft([seq])
 
     def remove_request(self, request_id: str) -> list[Schedulable]:
         """Take every sequence of a request out of the queues (abort); returns them."""

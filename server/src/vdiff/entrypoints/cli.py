@@ -31,17 +31,9 @@ NO_MODEL_MESSAGE = (
 SECRET_FIELDS = ("api_key", "hf_token")
 LOGGING_LEVEL_ENV = ("VDIFF_LOGGING_LEVEL", "VLLM_LOGGING_LEVEL")
 """Level of vdiff's own log (default INFO; DEBUG adds the full resolved configuration)."""
-GPU_MEMORY_UTILIZATION_DEFAULT = 0.92
-"""vLLM 0.33's default --gpu-memory-utilization: accepted, since it asks nothing vdiff does not do."""
 NOT_SUPPORTED_YET = {
     "tensor_parallel_size": "vdiff runs one model on one device; scale out with replicas instead (only "
     "--tensor-parallel-size 1 is accepted)",
-    "gpu_memory_utilization": "vdiff reserves no GPU memory pool, it allocates per batch (only vLLM's "
-    f"default {GPU_MEMORY_UTILIZATION_DEFAULT} is accepted); bound memory with --max-num-seqs and "
-    "--max-model-len",
-    "max_num_batched_tokens": "there is no per-step token budget; --max-num-seqs and --max-model-len bound "
-    "a batch",
-    "kv_cache_memory_bytes": "vdiff preallocates no KV cache; --max-num-seqs and --max-model-len bound it",
 }
 PREFIX_CACHING_WARNING = (
     "--enable-prefix-caching is ignored: a diffusion model attends bidirectionally, so a prompt's KV depends "
@@ -180,10 +172,7 @@ def check_vllm_compat(compat: VllmCompatArgs) -> None:
     """vLLM flags without an effect here get one warning; those other issues will implement are refused."""
     if compat.enable_prefix_caching:
         logger.warning(PREFIX_CACHING_WARNING)
-    harmless = {
-        "tensor_parallel_size": (None, 1),
-        "gpu_memory_utilization": (None, GPU_MEMORY_UTILIZATION_DEFAULT),
-    }
+    harmless = {"tensor_parallel_size": (None, 1)}
     for name, reason in NOT_SUPPORTED_YET.items():
         value = getattr(compat, name)
         if value in harmless.get(name, (None,)):

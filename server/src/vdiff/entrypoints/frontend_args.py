@@ -106,13 +106,6 @@ class VllmCompatArgs:
     the approximate per-request one)."""
     tensor_parallel_size: int | None = None
     """vLLM's tensor parallelism. Not supported yet: only 1 is accepted (one device per server)."""
-    gpu_memory_utilization: float | None = None
-    """vLLM's GPU memory fraction. Not supported yet: only vLLM's default 0.92 is accepted (vdiff reserves
-    no memory pool; it allocates per batch)."""
-    max_num_batched_tokens: int | None = None
-    """vLLM's per-step token budget. Not supported yet: refused when set (--max-num-seqs bounds a batch)."""
-    kv_cache_memory_bytes: int | None = None
-    """vLLM's KV cache size. Not supported yet: refused when set (vdiff has no preallocated KV cache)."""
 
 
 def bind_socket(args: FrontendArgs) -> socket.socket:
