@@ -11,12 +11,20 @@ TORCH_VERSION ?= 2.13.0
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make <target>\n"} /^[a-zA-Z0-9_.-]+:.*?##/ { printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
 
+# First run only: a few minutes, most of it downloading torch. Each step says what it installs.
 $(VENV)/.installed: server/pyproject.toml operator/pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "torch==$(TORCH_VERSION)"
-	$(PY) -m pip install --quiet "torch==$(TORCH_VERSION)" -e "server[test,bench]" -e "operator[test]"
-	touch $@
+	@set -e; start=$$(date +%s); \
+	echo "==> Setting up $(VENV) (first run only; usually 2-5 minutes, most of it downloading torch)"; \
+	echo "==> [1/4] $(PYTHON) -m venv $(VENV)"; \
+	$(PYTHON) -m venv $(VENV); \
+	echo "==> [2/4] upgrading pip (seconds)"; \
+	$(PY) -m pip install --quiet --upgrade pip; \
+	echo "==> [3/4] torch $(TORCH_VERSION) (the big download: hundreds of MB, more on Linux with its CUDA libraries; 1-4 minutes)"; \
+	$(PY) -m pip install --quiet "torch==$(TORCH_VERSION)"; \
+	echo "==> [4/4] vdiff (server/) and vdiff-operator (operator/) in editable mode, with test and bench extras (about a minute)"; \
+	$(PY) -m pip install --quiet "torch==$(TORCH_VERSION)" -e "server[test,bench]" -e "operator[test]"; \
+	touch $@; \
+	echo "==> $(VENV) ready in $$(( $$(date +%s) - start )) s: the commands are in $(VENV)/bin (vdiff, vdiff-operator); 'source $(VENV)/bin/activate' puts them on PATH"
 
 .PHONY: venv
 venv: $(VENV)/.installed ## Create the local virtualenv with both packages and test extras
@@ -32,12 +40,16 @@ lint: venv ## Lint with ruff
 
 .PHONY: serve
 serve: venv ## Serve the built-in demo model on http://localhost:8000
+	@echo "==> $(VENV)/bin/vdiff serve $(SERVE_ARGS) (no model: the built-in demo llada-demo; ready when 'Uvicorn running' shows, Ctrl-C stops)"
 	$(VENV)/bin/vdiff serve $(SERVE_ARGS)
 
 # ---- Images, deployment and the OLM bundle (config/, bundle/, Containerfile.*) ----
 VERSION ?= 0.1.0
-CHANNELS ?= alpha
+# OLM channels (operator-sdk conventions): alpha for previews, candidate for release candidates of stable.
+CHANNELS ?= alpha,candidate
 DEFAULT_CHANNEL ?= alpha
+# CSV metadata.annotations.createdAt: set with VERSION when cutting a release (kept fixed so bundle/ is reproducible).
+CREATED_AT ?= 2026-12-01T00:00:00Z
 IMAGE_TAG_BASE ?= quay.io/vdiff/vdiff
 IMG ?= $(IMAGE_TAG_BASE)-operator:$(VERSION)
 SERVER_IMG ?= $(IMAGE_TAG_BASE)-server:$(VERSION)
@@ -46,6 +58,7 @@ CATALOG_IMG ?= $(IMAGE_TAG_BASE)-operator-catalog:v$(VERSION)
 BUNDLE_GEN ?= builtin
 CONTAINER_TOOL ?= $(shell command -v podman 2>/dev/null || command -v docker 2>/dev/null)
 KUBECTL ?= $(shell command -v oc 2>/dev/null || command -v kubectl 2>/dev/null)
+comma := ,
 HOST_PY ?= $(shell test -x $(PY) && echo $(PY) || echo $(PYTHON))
 
 define require_container_tool
@@ -90,6 +103,11 @@ deploy: ## Deploy the operator (namespace vdiff-system) with IMG and SERVER_IMG
 	$(require_kubectl)
 	$(HOST_PY) hack/render_overlay.py config/default --img $(IMG) --server-img $(SERVER_IMG) | $(KUBECTL) apply -f -
 
+.PHONY: deploy-applications-rbac
+deploy-applications-rbac: ## Let the operator write the dashboard Template (Role in redhat-ods-applications; OpenShift AI)
+	$(require_kubectl)
+	$(KUBECTL) kustomize config/applications-rbac | $(KUBECTL) apply -f -
+
 .PHONY: undeploy
 undeploy: ## Remove the operator, its RBAC, namespace and the CRD
 	$(require_kubectl)
@@ -108,7 +126,7 @@ ifeq ($(BUNDLE_GEN),operator-sdk)
 		| operator-sdk generate bundle -q --overwrite --package vdiff-operator --version $(VERSION) --channels=$(CHANNELS) --default-channel=$(DEFAULT_CHANNEL)
 else
 	$(HOST_PY) hack/generate_bundle.py --version $(VERSION) --img $(IMG) --server-img $(SERVER_IMG) \
-		--channels $(CHANNELS) --default-channel $(DEFAULT_CHANNEL)
+		--channels $(CHANNELS) --default-channel $(DEFAULT_CHANNEL) --created-at $(CREATED_AT)
 endif
 	@if command -v operator-sdk >/dev/null 2>&1; then operator-sdk bundle validate ./bundle --select-optional suite=operatorframework; \
 	else echo "operator-sdk not found: bundle checked by tests/deploy (make test) instead of operator-sdk bundle validate"; fi
@@ -130,8 +148,10 @@ catalog-build: ## Build a file-based catalog image $(CATALOG_IMG) holding $(BUND
 	rm -rf build/catalog build/catalog.Dockerfile && mkdir -p build/catalog/vdiff-operator
 	opm init vdiff-operator --default-channel=$(DEFAULT_CHANNEL) --output yaml > build/catalog/vdiff-operator/index.yaml
 	opm render $(BUNDLE_IMG) --output yaml >> build/catalog/vdiff-operator/index.yaml
-	printf -- '---\nschema: olm.channel\npackage: vdiff-operator\nname: %s\nentries:\n  - name: vdiff-operator.v%s\n' \
-		$(DEFAULT_CHANNEL) $(VERSION) >> build/catalog/vdiff-operator/index.yaml
+	for channel in $(subst $(comma), ,$(CHANNELS)); do \
+		printf -- '---\nschema: olm.channel\npackage: vdiff-operator\nname: %s\nentries:\n  - name: vdiff-operator.v%s\n' \
+			$$channel $(VERSION) >> build/catalog/vdiff-operator/index.yaml; \
+	done
 	opm validate build/catalog
 	cd build && opm generate dockerfile catalog
 	$(CONTAINER_TOOL) build -f build/catalog.Dockerfile -t $(CATALOG_IMG) build

@@ -94,7 +94,11 @@ def operator_permissions(documents: list[Manifest], service_account: str) -> tup
 
 
 def build_csv(
-    documents: list[Manifest], version: str, img: str, server_img: str
+    documents: list[Manifest],
+    version: str,
+    img: str,
+    server_img: str,
+    created_at: str = "2026-12-01T00:00:00Z",
 ) -> tuple[Manifest, list[Manifest]]:
     """The finished CSV, plus the extra manifests that go beside it in bundle/manifests/."""
     csv = copy.deepcopy(_only(documents, "ClusterServiceVersion"))
@@ -109,6 +113,7 @@ def build_csv(
     annotations = csv["metadata"].setdefault("annotations", {})
     annotations["alm-examples"] = json.dumps(samples, indent=2)
     annotations["containerImage"] = img
+    annotations["createdAt"] = created_at
     annotations["operators.operatorframework.io/builder"] = "vdiff-hack-generate-bundle"
     annotations["operators.operatorframework.io/project_layout"] = "kustomize"
 
@@ -151,10 +156,16 @@ def manifest_filename(manifest: Manifest) -> str:
 
 
 def generate(
-    output_root: Path, version: str, img: str, server_img: str, channels: str, default_channel: str
+    output_root: Path,
+    version: str,
+    img: str,
+    server_img: str,
+    channels: str,
+    default_channel: str,
+    created_at: str = "2026-12-01T00:00:00Z",
 ) -> list[Path]:
     documents = render(REPO_ROOT / "config" / "manifests", img, server_img)
-    csv, extra = build_csv(documents, version, img, server_img)
+    csv, extra = build_csv(documents, version, img, server_img, created_at)
     annotations = bundle_annotations(channels, default_channel)
 
     bundle_dir = output_root / "bundle"
@@ -186,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server-img", required=True, help="vdiff server image")
     parser.add_argument("--channels", default="alpha")
     parser.add_argument("--default-channel", default="alpha")
+    parser.add_argument("--created-at", default="2026-12-01T00:00:00Z", help="CSV createdAt (RFC 3339)")
     parser.add_argument(
         "--output", type=Path, default=REPO_ROOT, help="where bundle/ and bundle.Dockerfile go"
     )
@@ -193,7 +205,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.default_channel not in args.channels.split(","):
         parser.error(f"--default-channel {args.default_channel} is not one of --channels {args.channels}")
     for path in generate(
-        args.output, args.version, args.img, args.server_img, args.channels, args.default_channel
+        args.output,
+        args.version,
+        args.img,
+        args.server_img,
+        args.channels,
+        args.default_channel,
+        args.created_at,
     ):
         print(path.relative_to(args.output.resolve()) if path.is_relative_to(args.output.resolve()) else path)
     return 0

@@ -235,3 +235,18 @@ def test_annotations_match_the_dockerfile_labels() -> None:
     assert (
         "COPY bundle/manifests /manifests/" in dockerfile and "COPY bundle/metadata /metadata/" in dockerfile
     )
+
+
+def test_channels_created_at_descriptors_and_examples(csv: dict) -> None:
+    """Defect 6: operator-sdk channel conventions, createdAt, no console descriptor for a single
+    Toleration on an array, and no alm-example referencing a Secret nothing creates."""
+    annotations = yaml.safe_load((BUNDLE / "metadata/annotations.yaml").read_text())["annotations"]
+    channels = annotations["operators.operatorframework.io.bundle.channels.v1"].split(",")
+    assert set(channels) == {"alpha", "candidate"}
+    assert annotations["operators.operatorframework.io.bundle.channel.default.v1"] == "alpha"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", csv["metadata"]["annotations"]["createdAt"])
+    (owned,) = csv["spec"]["customresourcedefinitions"]["owned"]
+    tolerations = next(d for d in owned["specDescriptors"] if d["path"] == "tolerations")
+    assert not [x for x in tolerations["x-descriptors"] if "Toleration" in x]
+    for example in json.loads(csv["metadata"]["annotations"]["alm-examples"]):
+        assert "apiKeySecretRef" not in example["spec"] and "secretKeyRef" not in json.dumps(example)

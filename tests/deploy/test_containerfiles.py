@@ -111,7 +111,29 @@ def test_server_caches_are_group_writable_under_tmp(server: Containerfile) -> No
     assert env["HF_HOME"] == "/tmp/hf_home"
     assert env["HOME"].startswith("/tmp")
     chmod = " ".join(item.arguments for item in server.final.all("RUN"))
-    assert "chgrp -R 0" in chmod and "/tmp/hf_home" in chmod and "g=u" in chmod
+    assert "chgrp 0 /tmp/hf_home /mnt/models" in chmod and "chmod g=u /tmp/hf_home /mnt/models" in chmod
+
+
+def test_server_does_not_rewrite_the_venv_layer(server: Containerfile) -> None:
+    """A recursive chmod/chgrp over the venv copies every file (GBs of torch) into one more layer."""
+    for run in server.final.all("RUN"):
+        for command in ("chmod", "chgrp", "chown"):
+            for part in run.arguments.split("&&"):
+                if command in part:
+                    assert "-R" not in part.split(), part
+                    assert "VIRTUAL_ENV" not in part and "/opt/vdiff" not in part, part
+
+
+def test_flash_attn_build_variables_are_ones_its_setup_reads(server: Containerfile) -> None:
+    """flash-attn's setup.py (Dao-AILab/flash-attention) takes its -gencode list from FLASH_ATTN_CUDA_ARCHS,
+    not TORCH_CUDA_ARCH_LIST, and downloads a prebuilt wheel unless FLASH_ATTENTION_FORCE_BUILD=TRUE;
+    MAX_JOBS is read by torch.utils.cpp_extension's ninja build."""
+    stage = next(stage for stage in server.stages if stage.name == "flash-attn-wheel")
+    env = stage.env()
+    assert "TORCH_CUDA_ARCH_LIST" not in env
+    assert env["FLASH_ATTENTION_FORCE_BUILD"] == "TRUE"
+    assert set(env["FLASH_ATTN_CUDA_ARCHS"].strip('"').split(";")) <= {"80", "90", "100", "120"}
+    assert set(env) <= {"FLASH_ATTN_CUDA_ARCHS", "FLASH_ATTENTION_FORCE_BUILD", "MAX_JOBS", "NVCC_THREADS"}
 
 
 def test_server_matches_the_operators_serving_runtime(server: Containerfile) -> None:

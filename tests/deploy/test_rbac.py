@@ -1,4 +1,5 @@
-"""The operator's ClusterRole grants exactly operator/RBAC.md, and that covers what the code calls."""
+"""The operator's ClusterRole and applications-namespace Role grant exactly operator/RBAC.md's two tables, and
+that covers what the code calls (tests/operator/test_e2e_kmock.py checks the tables against the requests)."""
 
 from __future__ import annotations
 
@@ -7,17 +8,28 @@ from pathlib import Path
 
 import pytest
 import yaml
-from deploy.support import REPO_ROOT, load_yaml_documents, operator_builders, validate_builtin
+from deploy.support import (
+    REPO_ROOT,
+    kustomize_build,
+    load_yaml_documents,
+    only,
+    operator_builders,
+    validate_builtin,
+)
 
 RBAC_TABLE = REPO_ROOT / "operator" / "RBAC.md"
 ROLE = REPO_ROOT / "config" / "rbac" / "role.yaml"
+APPLICATIONS_ROLE = REPO_ROOT / "config" / "applications-rbac" / "role.yaml"
+APPLICATIONS_HEADING = "## Applications namespace only"
 Permission = tuple[str, str, str]  # (apiGroup, resource, verb)
 
 
-def rbac_table_permissions(path: Path) -> set[Permission]:
-    """Rows `| group | resources | verbs | why |` of the operator's table; `""` is the core group."""
+def rbac_table_permissions(path: Path, *, applications: bool = False) -> set[Permission]:
+    """Rows `| group | resources | verbs | why |` of one of the operator's tables (the cluster-wide one, or
+    the applications-namespace one); `""` is the core group."""
     permissions: set[Permission] = set()
-    for line in path.read_text().splitlines():
+    cluster_text, _, applications_text = path.read_text().partition(APPLICATIONS_HEADING)
+    for line in (applications_text if applications else cluster_text).splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
         if len(cells) < 3 or not cells[0].startswith("`"):
             continue
@@ -43,8 +55,19 @@ def table() -> set[Permission]:
     if not RBAC_TABLE.exists():
         pytest.skip("operator/RBAC.md not written yet")
     permissions = rbac_table_permissions(RBAC_TABLE)
-    assert len(permissions) > 20, "RBAC.md table not recognised"
+    assert len(permissions) > 15, "RBAC.md table not recognised"
     return permissions
+
+
+def test_applications_role_is_exactly_the_second_table() -> None:
+    role = yaml.safe_load(APPLICATIONS_ROLE.read_text())
+    validate_builtin(role)
+    assert role["kind"] == "Role"
+    assert (
+        role_permissions(role)
+        == rbac_table_permissions(RBAC_TABLE, applications=True)
+        == {("template.openshift.io", "templates", verb) for verb in ("get", "create", "patch")}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -87,22 +110,27 @@ def test_every_child_the_operator_builds_can_be_applied(granted: set[Permission]
         "Route",
         "Template",
     }
+    templates = role_permissions(yaml.safe_load(APPLICATIONS_ROLE.read_text()))
     for child in children:
         group = child["apiVersion"].split("/")[0]
         plural = PLURALS[child["kind"]]
         for verb in ("get", "create", "patch"):
-            assert (group, plural, verb) in granted, f"{verb} {group}/{plural}"
+            where = templates if child["kind"] == "Template" else granted
+            assert (group, plural, verb) in where, f"{verb} {group}/{plural}"
+        if child["kind"] == "Template":
+            assert not [p for p in granted if p[1] == "templates"], "Templates are not granted cluster-wide"
     if any(child["kind"] == "Route" and child["spec"].get("host") for child in children):
         assert ("route.openshift.io", "routes/custom-host", "create") in granted
 
 
 def test_operator_watches_its_crd_and_writes_status(granted: set[Permission]) -> None:
-    for verb in ("get", "list", "watch", "patch"):
+    for verb in ("list", "watch", "patch"):
         assert ("vdiff.io", "diffusionmodels", verb) in granted
     assert ("vdiff.io", "diffusionmodels/status", "patch") in granted
     for verb in ("list", "watch"):
         assert ("apiextensions.k8s.io", "customresourcedefinitions", verb) in granted
-        assert ("", "namespaces", verb) in granted
+    assert not [p for p in granted if p[1] == "namespaces" or p[0] == "events.k8s.io"]
+    assert not [p for p in granted if p[2] in ("delete", "update") and not p[1].endswith("/finalizers")]
     assert ("", "events", "create") in granted
     assert ("dscinitialization.opendatahub.io", "dscinitializations", "list") in granted
 
@@ -129,6 +157,23 @@ def test_user_facing_roles_aggregate_into_admin_edit_view() -> None:
         validate_builtin(role)
     viewer = role_permissions(roles["diffusionmodel-viewer-role"])
     assert {verb for _, _, verb in viewer} == {"get", "list", "watch"}
+
+
+def test_applications_binding_names_the_operators_service_account() -> None:
+    documents = kustomize_build(REPO_ROOT / "config/applications-rbac")
+    binding = only(documents, "RoleBinding")
+    role = only(documents, "Role")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "redhat-ods-applications"
+    deployed = {doc["metadata"]["name"]: doc for doc in kustomize_build(REPO_ROOT / "config/default")}
+    service_account = deployed["vdiff-operator"]["metadata"]
+    subjects = {(s["name"], s["namespace"]) for s in binding["subjects"]}
+    assert (service_account["name"], service_account["namespace"]) in subjects  # make deploy
+    assert ("vdiff-operator", "openshift-operators") in subjects  # OLM, AllNamespaces
 
 
 def _rbac_documents() -> list[dict]:

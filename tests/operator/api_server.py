@@ -12,6 +12,9 @@ emulator used by test_e2e_kmock.py applies these rules:
   (openshift/api template/v1/types.go).
 - `canonical_quantity`: k8s.io/apimachinery pkg/api/resource/quantity.go `CanonicalizeBytes`
   (kept apart from vdiff_operator.normalize on purpose: the emulator is the oracle, not the product).
+- `rbac_attributes`: the (apiGroup, resource, verb) an authorizer sees for a request
+  (k8s.io/apiserver pkg/endpoints/request/requestinfo.go), so the e2e run can check config/rbac against what
+  the operator really calls; `unauthorized_status` is the 401 for a token that no longer authenticates.
 - `dependents_to_collect`: the garbage collector deleting objects whose owners are all gone
   (kubernetes pkg/controller/garbagecollector/garbagecollector.go, `attemptToDeleteItem`).
 """
@@ -184,3 +187,44 @@ def dependents_to_collect(
             continue
         (strip if owners & live_uids else delete).append(obj)
     return delete, strip
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Authorization attributes of a request (k8s.io/apiserver pkg/endpoints/request/requestinfo.go)
+
+_VERB_BY_METHOD = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+
+
+def rbac_attributes(method: str, path: str, query: dict[str, str]) -> tuple[str, str, str] | None:
+    """(apiGroup, resource[/subresource], verb) the way RequestInfoFactory.NewRequestInfo derives them, or
+    None for a non-resource URL (/api, /apis, /version: allowed by system:discovery).
+
+    GET on a collection is `list`, with `?watch=true` (or a /watch/ prefix) `watch`, on a name `get`;
+    DELETE on a collection is `deletecollection`.
+    """
+    parts = [p for p in path.split("/") if p]
+    if len(parts) < 2 or parts[0] not in ("api", "apis"):
+        return None
+    rest = parts[2:] if parts[0] == "api" else parts[3:]
+    group = "" if parts[0] == "api" else parts[1]
+    if not rest:
+        return None
+    watch = query.get("watch") in ("1", "true")
+    if rest[0] == "watch":
+        watch, rest = True, rest[1:]
+    if rest[0] == "namespaces" and len(rest) >= 3:
+        rest = rest[2:]
+    resource, name, sub = rest[0], rest[1] if len(rest) > 1 else None, rest[2] if len(rest) > 2 else None
+    if method == "GET":
+        verb = "watch" if watch else ("get" if name else "list")
+    elif method == "DELETE" and not name:
+        verb = "deletecollection"
+    else:
+        verb = _VERB_BY_METHOD[method]
+    return group, f"{resource}/{sub}" if sub else resource, verb
+
+
+def unauthorized_status() -> dict[str, Any]:
+    """What the API server answers a request whose bearer token does not authenticate (any more)."""
+    return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "Unauthorized",
+            "reason": "Unauthorized", "code": 401}  # fmt: skip

@@ -9,18 +9,30 @@ from typing import Any
 
 import aiohttp.web
 import kmock
-from api_server import STORED_FORM, denial_status, dependents_to_collect, servingruntime_denial
+from api_server import (
+    STORED_FORM,
+    denial_status,
+    dependents_to_collect,
+    servingruntime_denial,
+    unauthorized_status,
+)
 from kmock._internal.dicts import patch_dict  # the merge kmock itself stores with
 
 
 class Emulator(kmock.KubernetesEmulator):
     """Adds: generateName and uid on create (kopf posts Events with generated names), KServe's ServingRuntime
-    admission, the stored (normalised) form of typed objects, and ownerReference garbage collection."""
+    admission, the stored (normalised) form of typed objects, ownerReference garbage collection, and bearer
+    token authentication when `valid_tokens` is set (requests without a token are the test's own)."""
+
+    valid_tokens: set[str] | None = None
 
     def _stored(self) -> list[tuple[Any, dict[str, Any]]]:
         return [(key, obj.raw) for key, obj in self.objects.items() if not obj.deleted]
 
     async def _handle(self, request: kmock.Request) -> Any:
+        auth = request.headers.get("Authorization", "")
+        if self.valid_tokens is not None and auth and auth.removeprefix("Bearer ") not in self.valid_tokens:
+            return aiohttp.web.json_response(unauthorized_status(), status=401)
         data = request.data if isinstance(request.data, dict) else None
         resource = request.resource
         plural = resource.plural if resource is not None else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 import yaml
 from crd_schemas import REPO_ROOT
 from vdiff_operator.cli import main
@@ -74,3 +75,48 @@ def test_render_two_models_gives_two_admissible_runtimes(tmp_path, capsys) -> No
     runtimes = [d for d in yaml.safe_load_all(capsys.readouterr().out) if d["kind"] == "ServingRuntime"]
     assert len(runtimes) == 2
     assert servingruntime_denial(runtimes[1], runtimes[:1]) is None
+
+
+def one_error_line(capsys) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
+    assert "Traceback" not in captured.err and captured.out == ""
+    return lines[0]
+
+
+def test_every_cli_error_is_one_line_and_a_non_zero_exit(tmp_path, capsys, monkeypatch) -> None:
+    assert main(["render", "-f", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml: no such file" in one_error_line(capsys)
+    assert main(["render", "-f", str(tmp_path)]) == 2
+    assert "is a directory" in one_error_line(capsys)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("kind: DiffusionModel\nspec: {model: [\n")
+    assert main(["render", "-f", str(broken)]) == 2
+    assert "invalid YAML at line" in one_error_line(capsys)
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe\x00kind")
+    assert main(["render", "-f", str(binary)]) == 2
+    assert "not UTF-8" in one_error_line(capsys)
+    other = tmp_path / "other.yaml"
+    other.write_text("kind: ConfigMap\n")
+    assert main(["render", "-f", str(other)]) == 2
+    assert "no DiffusionModel found" in one_error_line(capsys)
+    no_spec = tmp_path / "no-spec.yaml"
+    no_spec.write_text("apiVersion: vdiff.io/v1alpha1\nkind: DiffusionModel\nmetadata: {name: m}\nspec: 3\n")
+    assert main(["render", "-f", str(no_spec)]) == 2
+    assert "invalid DiffusionModel" in one_error_line(capsys)
+    for argv in ([], ["render"], ["render", "-f", str(SAMPLE), "--bogus"]):
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        assert exited.value.code == 2
+        assert "--help" in one_error_line(capsys)
+
+
+def test_console_script_error_is_one_line(tmp_path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "vdiff_operator.cli", "render", "-f", str(tmp_path / "missing.yaml")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: {tmp_path / 'missing.yaml'}: no such file"]

@@ -82,3 +82,46 @@ def test_the_flags_the_operator_emits_are_accepted_by_vdiff_serve() -> None:
     args = resolve_serve_args(make_arg_parser(), ["--model=org/model", *model_args(dm)], environ={})
     config = EngineConfig(**args.engine_kwargs())
     assert (config.decoding, config.apd_mixture_weight, config.diffusion_steps) == ("apd", 0.5, 64)
+
+
+PROFILE_WITH_DRAFT = {"fast": "apd", "balanced": "threshold", "quality": "reference"}
+
+
+@pytest.mark.parametrize("draft", [None, "hf://org/draft", "pvc://drafts/qwen"])
+@pytest.mark.parametrize("profile", ["quality", "balanced", "fast"])
+def test_every_profile_with_and_without_a_draft_model_starts_the_server(
+    profile: str, draft: str | None
+) -> None:
+    """fast + draftModel -> APD by default; balanced/quality + draftModel -> the profile's policy by default
+    with the verifier loaded (--draft-model beside --decoding threshold|reference): requests may pick apd."""
+    spec: dict = {"model": {"uri": "hf://org/model"}, "decoding": {"profile": profile}}
+    if draft:
+        spec["draftModel"] = {"uri": draft}
+    dm = DiffusionModel.from_body({"metadata": {"name": "m", "namespace": "ns", "uid": "u"}, "spec": spec})
+    from vdiff_operator.builders.servingruntime import BASE_ARGS
+
+    argv = [*BASE_ARGS, *model_args(dm)]
+    args = resolve_serve_args(make_arg_parser(), argv, environ={})
+    config = EngineConfig(**args.engine_kwargs())
+    expected = PROFILE_WITH_DRAFT[profile] if draft else PROFILES[profile]["decoding"]
+    assert config.decoding == expected
+    assert bool(config.draft_model) == bool(draft)
+
+
+def test_the_drain_period_is_the_servers_and_the_pod_outlives_it() -> None:
+    from vdiff.entrypoints.api_server import EXTRA_SHUTDOWN_S
+    from vdiff_operator.builders import build_inference_service, build_serving_runtime
+    from vdiff_operator.builders.common import DRAIN_SECONDS, SERVER_EXTRA_SHUTDOWN_SECONDS
+
+    assert SERVER_EXTRA_SHUTDOWN_SECONDS == EXTRA_SHUTDOWN_S
+    dm = DiffusionModel.from_body(
+        {"metadata": {"name": "m", "namespace": "ns", "uid": "u"}, "spec": {"model": {"uri": "hf://o/m"}}}
+    )
+    runtime_args = build_serving_runtime(dm, "img")["spec"]["containers"][0]["args"]
+    args = resolve_serve_args(make_arg_parser(), [*runtime_args, *model_args(dm)], environ={})
+    from vdiff.entrypoints.frontend_args import FrontendArgs
+
+    frontend = FrontendArgs(**args.frontend_kwargs())
+    assert frontend.shutdown_grace_period == DRAIN_SECONDS
+    grace = build_inference_service(dm)["spec"]["predictor"]["terminationGracePeriodSeconds"]
+    assert grace > frontend.shutdown_grace_period + EXTRA_SHUTDOWN_S

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 from pydantic import ValidationError
@@ -16,8 +16,16 @@ from vdiff_operator.models import KIND, DiffusionModel
 from vdiff_operator.settings import default_image
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage mistake is one line too: `error: ... (vdiff-operator render --help)`, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vdiff-operator", description=__doc__)
+    parser = _Parser(prog="vdiff-operator", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     render = commands.add_parser("render", help="print the child manifests of DiffusionModel objects")
     render.add_argument("-f", "--filename", required=True, help="DiffusionModel YAML; - for stdin")
@@ -59,21 +67,71 @@ def render(documents: Sequence[Any], platform: Platform, namespace: str) -> list
     return manifests
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+class CliError(Exception):
+    """One line for stderr; main() prints it as `error: ...` and exits 2."""
+
+
+def _read_documents(filename: str) -> list[Any]:
+    source = "stdin" if filename == "-" else filename
+    try:
+        if filename == "-":
+            return list(yaml.safe_load_all(sys.stdin))
+        with open(filename, encoding="utf-8") as stream:
+            return list(yaml.safe_load_all(stream))
+    except FileNotFoundError:
+        raise CliError(f"{filename}: no such file") from None
+    except IsADirectoryError:
+        raise CliError(f"{filename}: is a directory, not a YAML file") from None
+    except OSError as error:
+        raise CliError(f"{filename}: cannot read it ({error.strerror or error})") from None
+    except UnicodeDecodeError as error:
+        raise CliError(f"{source}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise CliError(f"{source}: invalid YAML{where}: {problem}") from None
+
+
+def _one_line(error: BaseException) -> str:
+    if isinstance(error, ValidationError):
+        problems = [
+            f"{'.'.join(str(part) for part in problem['loc']) or 'spec'}: {problem['msg']}"
+            for problem in error.errors()
+        ]
+        return "; ".join(problems)
+    return " ".join(str(error).split())
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
-    stream = sys.stdin if args.filename == "-" else open(args.filename, encoding="utf-8")  # noqa: SIM115
-    with stream:
-        documents = list(yaml.safe_load_all(stream))
+    documents = _read_documents(args.filename)
     try:
         manifests = render(documents, _platform(args), args.namespace)
-    except (ValidationError, ValueError) as error:
-        print(f"error: invalid DiffusionModel: {error}", file=sys.stderr)
-        return 2
+    except (ValidationError, ValueError, TypeError, KeyError, AttributeError) as error:
+        raise CliError(f"invalid {KIND} in {args.filename}: {_one_line(error)}") from None
     if not manifests:
-        print(f"error: no {KIND} found in {args.filename}", file=sys.stderr)
-        return 2
+        raise CliError(f"no {KIND} found in {args.filename} (a document with kind: {KIND})")
     yaml.safe_dump_all(manifests, sys.stdout, sort_keys=False)
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Every failure is one `error: ...` line on stderr and exit status 2 (argparse's usage errors too);
+    Ctrl-C is exit 130 without a traceback."""
+    try:
+        return _run(argv)
+    except CliError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `| head` closed the pipe: nothing left to say
+        return 0
+    except Exception as error:  # a bug still gets one line, not a traceback
+        print(f"error: {type(error).__name__}: {_one_line(error)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import datetime
 import logging
 import os
 import ssl
 import tempfile
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -33,7 +35,12 @@ PLURALS = {
     "ServiceMonitor": "servicemonitors",
     "Template": "templates",
     "DSCInitialization": "dscinitializations",
+    "DiffusionModel": "diffusionmodels",
 }
+TOKEN_REFRESH_S = 60.0
+"""Re-read the bearer token at least this often, as client-go does for a projected service-account token
+(k8s.io/client-go/transport/token_source.go: NewCachedFileTokenSource re-reads the file every minute; the
+kubelet rotates the projected token long before it expires), and at once after a 401."""
 
 ApplyAction = Literal["created", "updated", "unchanged"]
 
@@ -98,28 +105,41 @@ def load_connection(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo | No
 
 
 class KubeApi:
-    """A small async Kubernetes client; credentials come from the same sources kopf logs in with."""
+    """A small async Kubernetes client; credentials come from the same sources kopf logs in with.
 
-    def __init__(self, settings: kopf.OperatorSettings) -> None:
+    The token is not fixed at the first request: a bound service-account token is rotated by the kubelet
+    (and a kubeconfig token may be replaced), so it is re-read every TOKEN_REFRESH_S and after a 401,
+    and the failed request is sent once more with the new token.
+    """
+
+    def __init__(self, settings: kopf.OperatorSettings, token_refresh_s: float = TOKEN_REFRESH_S) -> None:
         self._settings = settings
         self._session: aiohttp.ClientSession | None = None
         self._server = ""
+        self._token: str | None = None
+        self._token_read_at = 0.0
+        self._token_refresh_s = token_refresh_s
         self._closed = False
+
+    def _login(self) -> kopf.ConnectionInfo:
+        info = load_connection(self._settings)
+        if info is None:
+            raise kopf.TemporaryError("No credentials (service account or kubeconfig)", delay=30)
+        self._token, self._token_read_at = info.token, time.monotonic()
+        return info
 
     async def _ensure_session(self) -> aiohttp.ClientSession:
         if self._closed:
             raise kopf.TemporaryError("operator is shutting down", delay=60)
         if self._session is None or self._session.closed:
-            info = load_connection(self._settings)
-            if info is None:
-                raise kopf.TemporaryError("No credentials (service account or kubeconfig)", delay=30)
-            headers = {"Authorization": f"Bearer {info.token}"} if info.token else {}
+            info = self._login()
             self._server = info.server.rstrip("/")
             self._session = aiohttp.ClientSession(
-                headers=headers,
                 connector=aiohttp.TCPConnector(ssl=_ssl_context(info)),
                 timeout=aiohttp.ClientTimeout(total=30),
             )
+        elif time.monotonic() - self._token_read_at >= self._token_refresh_s:
+            self._login()
         return self._session
 
     async def close(self) -> None:
@@ -131,15 +151,22 @@ class KubeApi:
         self, method: str, path: str, body: Any = None, content_type: str = "application/json"
     ) -> dict[str, Any]:
         session = await self._ensure_session()
-        async with session.request(
-            method, self._server + path, json=body, headers={"Content-Type": content_type}
-        ) as response:
-            payload = await response.json(content_type=None) if response.content_length != 0 else {}
-            if response.status >= 400:
-                payload = payload if isinstance(payload, dict) else {}
-                error = NotFoundError if response.status == 404 else ApiError
-                raise error(response.status, payload.get("reason", ""), payload.get("message", ""))
-            return payload if isinstance(payload, dict) else {}
+        for attempt in (1, 2):
+            headers = {"Content-Type": content_type}
+            if self._token:
+                headers["Authorization"] = f"Bearer {self._token}"
+            async with session.request(method, self._server + path, json=body, headers=headers) as response:
+                if response.status == 401 and attempt == 1:
+                    logger.info("401 from the API server: re-reading credentials")
+                    self._login()
+                    continue
+                payload = await response.json(content_type=None) if response.content_length != 0 else {}
+                if response.status >= 400:
+                    payload = payload if isinstance(payload, dict) else {}
+                    error = NotFoundError if response.status == 404 else ApiError
+                    raise error(response.status, payload.get("reason", ""), payload.get("message", ""))
+                return payload if isinstance(payload, dict) else {}
+        raise AssertionError("unreachable")
 
     async def get(
         self, api_version: str, kind: str, namespace: str | None, name: str
@@ -160,6 +187,40 @@ class KubeApi:
         meta = body["metadata"]
         path = resource_path(body["apiVersion"], body["kind"], meta.get("namespace"), meta["name"])
         return await self.request("PATCH", path, patch, content_type="application/merge-patch+json")
+
+    async def patch_status(
+        self, api_version: str, kind: str, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Merge-patch the status subresource (the resync loop; kopf's handlers patch through kopf)."""
+        path = resource_path(api_version, kind, namespace, name) + "/status"
+        return await self.request("PATCH", path, {"status": status}, "application/merge-patch+json")
+
+    async def post_event(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        """A core/v1 Event on `obj`, as kopf.event posts one (the resync loop runs outside kopf's handlers,
+        where kopf's event queue is not available)."""
+        meta = obj["metadata"]
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"namespace": meta["namespace"], "generateName": "vdiff-operator-"},
+            "involvedObject": {
+                "apiVersion": obj["apiVersion"],
+                "kind": obj["kind"],
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": "vdiff-operator"},
+            "reportingComponent": "vdiff-operator",
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        await self.request("POST", f"/api/v1/namespaces/{meta['namespace']}/events", event)
 
     async def apply(self, desired: dict[str, Any]) -> tuple[ApplyAction, dict[str, Any]]:
         """Create the object, or merge-patch only the fields we own when they drifted."""

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 from typing import Any
 
 import kopf
 
+from vdiff_operator import handlers
 from vdiff_operator.builders.common import DEFAULT_IMAGE, IMAGE_ENV
 from vdiff_operator.kube import KubeApi, load_connection
 
 ANNOTATION_PREFIX = "operator.vdiff.io"
 FINALIZER = "vdiff.io/finalizer"
+"""No handler needs a finalizer (handlers.py), so none is ever added. The name stays configured because kopf
+removes *this* name from objects that still carry it from operator versions with a timer
+(kopf/_core/reactor/processing.py: "Removing the finalizer, as there are no handlers requiring it")."""
 
 
 def resync_interval() -> float:
-    """Seconds between drift-repair passes (VDIFF_OPERATOR_RESYNC_SECONDS, default 60)."""
+    """Seconds between drift-repair passes of the resync loop (VDIFF_OPERATOR_RESYNC_SECONDS, default 60)."""
     return float(os.environ.get("VDIFF_OPERATOR_RESYNC_SECONDS", "60"))
 
 
@@ -30,7 +36,7 @@ def default_image() -> str:
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # kopf's bookkeeping lives in annotations under our prefix, never in .status.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -45,6 +51,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.default_image = default_image()
     memo.retry_delay = retry_delay()
     memo.reconciles = 0
+    memo.tracked = handlers.Tracked()
+    memo.resync_task = asyncio.create_task(handlers.resync_forever(memo, resync_interval()), name="resync")
 
 
 @kopf.on.login()
@@ -55,6 +63,11 @@ def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo | No
 
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
+    task = getattr(memo, "resync_task", None)
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     api = getattr(memo, "api", None)
     if api is not None:
         await api.close()

@@ -12,6 +12,15 @@ LABEL_PREFIX = "vdiff.io"
 OWNER_LABEL = f"{LABEL_PREFIX}/diffusionmodel"
 DASHBOARD_LABEL = "opendatahub.io/dashboard"
 SERVER_PORT = 8080
+DRAIN_SECONDS = 30
+"""How long in-flight requests may finish after SIGTERM: the server's --shutdown-grace-period (declared here
+once; the runtime args and the predictor's terminationGracePeriodSeconds both derive from it)."""
+SERVER_EXTRA_SHUTDOWN_SECONDS = 5
+"""After draining, the server lets uvicorn flush responses for this long (server/src/vdiff/entrypoints/
+api_server.py EXTRA_SHUTDOWN_S; tests/operator/test_builders.py checks the two agree)."""
+TERMINATION_MARGIN_SECONDS = 5
+TERMINATION_GRACE_PERIOD_SECONDS = DRAIN_SECONDS + SERVER_EXTRA_SHUTDOWN_SECONDS + TERMINATION_MARGIN_SECONDS
+"""The kubelet sends SIGKILL this long after SIGTERM: drain + flush + a margin for process exit."""
 PORT_NAME = "http"
 MODEL_FORMAT = "vdiff"
 TEMPLATE_NAME = "vdiff-runtime"

@@ -8,6 +8,7 @@ from vdiff_operator.builders.args import DRAFT_MOUNT_PATH, model_args
 from vdiff_operator.builders.common import (
     DASHBOARD_LABEL,
     MODEL_FORMAT,
+    TERMINATION_GRACE_PERIOD_SECONDS,
     display_name,
     inference_service_name,
     metadata,
@@ -75,6 +76,8 @@ def build_inference_service(dm: DiffusionModel) -> dict[str, Any]:
     predictor: dict[str, Any] = {
         "minReplicas": dm.spec.replicas.min,
         "maxReplicas": dm.spec.replicas.effective_max,
+        # Longer than the server's drain + flush (builders/common.py), or the kubelet kills it mid-drain.
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_PERIOD_SECONDS,
         "model": model,
     }
     if dm.spec.resources.gpus:

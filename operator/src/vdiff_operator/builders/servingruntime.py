@@ -6,6 +6,7 @@ from typing import Any
 
 from vdiff_operator.builders.common import (
     DASHBOARD_LABEL,
+    DRAIN_SECONDS,
     MODEL_FORMAT,
     PORT_NAME,
     RUNTIME_VERSION,
@@ -19,7 +20,7 @@ from vdiff_operator.builders.common import (
 from vdiff_operator.models import DiffusionModel
 
 API_VERSION = "serving.kserve.io/v1alpha1"
-BASE_ARGS = [f"--port={SERVER_PORT}", "--model=/mnt/models"]
+BASE_ARGS = [f"--port={SERVER_PORT}", "--model=/mnt/models", f"--shutdown-grace-period={DRAIN_SECONDS}"]
 
 
 def runtime_spec(image: str, *, args: list[str], shared_memory: str) -> dict[str, Any]:
