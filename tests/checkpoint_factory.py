@@ -1,4 +1,4 @@
-"""Tiny LLaDA / Dream / Qwen2 checkpoints written in the real Hugging Face layouts.
+"""Tiny LLaDA / Dream / Qwen2 / SDAR checkpoints written in the real Hugging Face layouts.
 
 Each factory writes config.json (the family's real field names), generation_config.json, the weights as
 one model.safetensors or as shards with model.safetensors.index.json, and a small byte-level BPE tokenizer
@@ -33,6 +33,8 @@ LLADA_SPECIAL_TOKENS = [
     "<|eot_id|>",
 ]
 DREAM_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|beginoftext|>", "<|mask|>"]
+SDAR_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>", "<|MASK|>"]
+"""Qwen3's order (151643, 151644, 151645, ..., 151667, 151668), then SDAR's mask (151669)."""
 
 LLADA_CHAT_TEMPLATE = (
     "{% set loop_messages = messages %}{% for message in loop_messages %}"
@@ -49,6 +51,15 @@ QWEN_CHAT_TEMPLATE = (
     "{{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>\n' }}{%- endif %}{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"
 )
+
+SDAR_CHAT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>\n' }}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}"
+    "{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\n\n</think>\n\n' }}"
+    "{%- endif %}{%- endif %}"
+)
+"""Qwen3 ChatML as SDAR ships it: no default system prompt; enable_thinking=false adds an empty think."""
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -492,3 +503,115 @@ def make_qwen2_ar_checkpoint(
         tie_word_embeddings=tie_word_embeddings,
         **sizes,
     )
+
+
+def make_sdar_checkpoint(
+    path: str | Path,
+    *,
+    n_layers: int = 2,
+    hidden_size: int = 64,
+    n_heads: int = 4,
+    n_kv_heads: int = 2,
+    head_dim: int = 32,
+    intermediate_size: int = 128,
+    sharded: bool = False,
+    dtype: torch.dtype = torch.float32,
+    seed: int = 2,
+    max_position_embeddings: int = 512,
+    rope_theta: float = 1000000.0,
+    block_size: int | None = None,
+    with_mask_token_id: bool = False,
+    generation_config: dict | None = None,
+) -> Path:
+    """An SDAR-4B-Chat-shaped checkpoint (Qwen3 tensor names with per-head q_norm/k_norm, GQA, no bias,
+    head_dim independent of hidden_size, untied head), scaled down.
+
+    Like the Hugging Face configs, config.json has no block_size and no mask_token_id unless asked
+    (the GitHub training copies add `block_size: 4`, `mask_token_id: 151669`)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer(SDAR_SPECIAL_TOKENS, qwen_normalizer=True)
+    ids = _write_tokenizer(
+        path,
+        tokenizer,
+        tokenizer_class="Qwen2Tokenizer",
+        chat_template=SDAR_CHAT_TEMPLATE,
+        special_roles={"eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "mask_token": "<|MASK|>"},
+        model_max_length=max_position_embeddings,
+    )
+    vocab_size = tokenizer.get_vocab_size()
+    eos_id, im_end_id, mask_id = ids["<|endoftext|>"], ids["<|im_end|>"], ids["<|MASK|>"]
+    init = _Init(seed, dtype)
+    tensors = {"model.embed_tokens.weight": init.normal(vocab_size, hidden_size, std=1.0)}
+    for i in range(n_layers):
+        layer = f"model.layers.{i}."
+        for name, out_features in (
+            ("q", n_heads * head_dim),
+            ("k", n_kv_heads * head_dim),
+            ("v", n_kv_heads * head_dim),
+        ):
+            tensors[f"{layer}self_attn.{name}_proj.weight"] = init.linear(out_features, hidden_size)
+        tensors[layer + "self_attn.o_proj.weight"] = init.linear(hidden_size, n_heads * head_dim)
+        tensors[layer + "self_attn.q_norm.weight"] = init.norm(head_dim)
+        tensors[layer + "self_attn.k_norm.weight"] = init.norm(head_dim)
+        tensors[layer + "mlp.gate_proj.weight"] = init.linear(intermediate_size, hidden_size)
+        tensors[layer + "mlp.up_proj.weight"] = init.linear(intermediate_size, hidden_size)
+        tensors[layer + "mlp.down_proj.weight"] = init.linear(hidden_size, intermediate_size)
+        tensors[layer + "input_layernorm.weight"] = init.norm(hidden_size)
+        tensors[layer + "post_attention_layernorm.weight"] = init.norm(hidden_size)
+    tensors["model.norm.weight"] = init.norm(hidden_size)
+    tensors["lm_head.weight"] = init.lm_head(vocab_size, hidden_size, [mask_id])
+    write_safetensors(path, tensors, sharded=sharded)
+    config = {
+        "architectures": ["SDARForCausalLM"],
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "attn_implementation": "flex_attention",
+        "auto_map": {
+            "AutoConfig": "configuration_sdar.SDARConfig",
+            "AutoModel": "modeling_sdar.SDARModel",
+            "AutoModelForCausalLM": "modeling_sdar.SDARForCausalLM",
+        },
+        "bos_token_id": eos_id,
+        "eos_token_id": eos_id,
+        "head_dim": head_dim,
+        "hidden_act": "silu",
+        "hidden_size": hidden_size,
+        "initializer_range": 0.02,
+        "intermediate_size": intermediate_size,
+        "max_position_embeddings": max_position_embeddings,
+        "max_window_layers": n_layers,
+        "model_type": "sdar",
+        "num_attention_heads": n_heads,
+        "num_hidden_layers": n_layers,
+        "num_key_value_heads": n_kv_heads,
+        "rms_norm_eps": 1e-6,
+        "rope_scaling": None,
+        "rope_theta": rope_theta,
+        "sliding_window": None,
+        "tie_word_embeddings": False,
+        "torch_dtype": str(dtype).removeprefix("torch."),
+        "transformers_version": "4.52.4",
+        "use_cache": False,
+        "use_sliding_window": False,
+        "vocab_size": vocab_size,
+    }
+    if block_size is not None:
+        config["block_size"] = block_size
+    if with_mask_token_id:
+        config["mask_token_id"] = mask_id
+    # checked before config.json exists: its auto_map would make a bare AutoTokenizer ask to trust remote code
+    assert_tokenizer_consistent(path)
+    _write_json(path / "config.json", config)
+    default_generation = {
+        "bos_token_id": eos_id,
+        "do_sample": True,
+        "eos_token_id": [im_end_id, eos_id],
+        "pad_token_id": eos_id,
+        "temperature": 0.6,
+        "top_k": 20,
+        "top_p": 0.95,
+        "transformers_version": "4.52.4",
+    }
+    _write_json(path / "generation_config.json", generation_config or default_generation)
+    return path

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from vdiff.config import EngineConfig
 from vdiff.demo import demo_model_path
 from vdiff.engine.block_manager import BLOCK_SIZE, BlockManager
@@ -56,16 +55,16 @@ def test_a_tiny_budget_queues_and_preempts_but_every_request_finishes() -> None:
     usage: list[float] = []
     outputs = run(
         engine,
-        [(PROMPTS[i % len(PROMPTS)], params) for i in range(24)],
+        [(PROMPTS[i % len(PROMPTS)], params) for i in range(64)],
         lambda e: usage.append(e.kv_cache_usage),
     )
     assert all(output.finish_reason == "length" and len(output.token_ids) == 64 for output in outputs)
     assert engine.num_preemptions > 0 and max(usage) <= 1.0
     assert engine.cache_scheduler.blocks.num_free_blocks == 10  # everything freed at the end
     roomy = LLMEngine(EngineConfig(model=MODEL, max_num_seqs=64))
-    expected = run(roomy, [(PROMPTS[i % len(PROMPTS)], params) for i in range(24)])
+    expected = run(roomy, [(PROMPTS[i % len(PROMPTS)], params) for i in range(64)])
     same = sum(a.token_ids[:16] == b.token_ids[:16] for a, b in zip(outputs, expected, strict=True))
-    assert same >= 20  # the first block is decoded before any cache could be dropped
+    assert same >= 56  # the first block is decoded before any cache could be dropped
 
 
 def test_a_request_that_can_never_fit_is_refused_naming_max_tokens() -> None:

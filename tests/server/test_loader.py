@@ -13,6 +13,7 @@ from checkpoint_factory import make_dream_checkpoint, make_llada_checkpoint, mak
 from safetensors.torch import load_file, save_file
 from vdiff.config import EngineConfig
 from vdiff.errors import VdiffValidationError
+from vdiff.models import loader
 from vdiff.models.dream import DreamModel, Qwen2CausalLM
 from vdiff.models.llada import LLaDAModel
 from vdiff.models.loader import LoadedModel, load_model, resolve_model_path
@@ -76,12 +77,53 @@ def test_explicit_dtype_overrides_config(tmp_path: Path) -> None:
     assert_materialised(load(path, dtype="float16"), torch.float16)
 
 
-def test_auto_dtype_falls_back_to_the_tensors(tmp_path: Path) -> None:
+def test_auto_dtype_falls_back_to_the_tensors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(loader, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
     path = make_dream_checkpoint(tmp_path, dtype=torch.bfloat16)
     config = json.loads((path / "config.json").read_text())
     del config["torch_dtype"]
     (path / "config.json").write_text(json.dumps(config))
     assert load(path).dtype == torch.bfloat16
+
+
+def test_auto_dtype_on_a_cpu_without_native_bf16_is_float32(tmp_path: Path, monkeypatch, caplog) -> None:
+    path = make_llada_checkpoint(tmp_path, dtype=torch.bfloat16)
+    monkeypatch.setattr(loader, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    with caplog.at_level("INFO", logger="vdiff.models.loader"):
+        assert_materialised(load(path), torch.float32)
+    (line,) = [record.getMessage() for record in caplog.records if "bf16" in record.getMessage()]
+    assert "float32" in line and "--dtype bfloat16" in line
+    assert_materialised(load(path, dtype="bfloat16"), torch.bfloat16)  # asked for: kept
+    monkeypatch.setattr(loader, "cpu_flags", lambda: frozenset({"avx512f", "amx_bf16"}))
+    assert_materialised(load(path), torch.bfloat16)
+
+
+@pytest.mark.parametrize(
+    ("capability", "flags", "expected"),
+    [
+        ("AVX512", frozenset({"avx512f", "avx512_bf16"}), torch.bfloat16),
+        ("AVX512", frozenset({"avx512f", "amx_bf16", "amx_tile"}), torch.bfloat16),
+        ("AVX512", frozenset({"avx512f", "avx512bw"}), torch.float32),  # AVX-512 without BF16 (Skylake-X)
+        ("AVX2", frozenset({"avx2", "fma"}), torch.float32),
+        ("SVE256", frozenset({"sve", "bf16"}), torch.bfloat16),  # Arm with the BF16 extension
+        ("AVX2", None, torch.float32),  # no /proc/cpuinfo: below AVX-512 there is no bf16 unit
+        ("DEFAULT", None, torch.bfloat16),  # unknown: keep what the checkpoint says
+    ],
+)
+def test_auto_cpu_dtype_decision(capability: str, flags: frozenset[str] | None, expected: torch.dtype):
+    assert loader.auto_cpu_dtype(torch.bfloat16, capability, flags) == expected
+    assert loader.auto_cpu_dtype(torch.float16, capability, flags) == torch.float16
+    assert loader.auto_cpu_dtype(torch.float32, capability, flags) == torch.float32
+
+
+def test_cpu_flags_reads_x86_and_arm_cpuinfo(tmp_path: Path) -> None:
+    x86 = tmp_path / "x86"
+    x86.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512_bf16\n")
+    assert loader.cpu_flags(x86) == frozenset({"fpu", "avx2", "avx512_bf16"})
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd bf16\n")
+    assert "bf16" in loader.cpu_flags(arm)
+    assert loader.cpu_flags(tmp_path / "missing") is None
 
 
 def rewrite_weights(path: Path, edit) -> None:

@@ -343,7 +343,7 @@ def test_one_info_line_at_start_and_the_full_dump_at_debug(
     own = [record for record in caplog.records if record.name == "vdiff"]
     info = [record.getMessage() for record in own if record.levelno == logging.INFO]
     assert len(info) == 1
-    for essential in (f"model={llada_checkpoint}", "device=auto", "dtype=auto", "decoding=threshold",
+    for essential in (f"model={llada_checkpoint}", "device=auto", "dtype=auto", "decoding=family default",
                       "max_model_len=auto", "max_num_seqs=3"):  # fmt: skip
         assert essential in info[0], essential
     debug = [record.getMessage() for record in own if record.levelno == logging.DEBUG]

@@ -81,7 +81,7 @@ class ApdSettings(SpecModel):
 
 class Decoding(SpecModel):
     profile: Literal["quality", "balanced", "fast"] = "balanced"
-    decoding: Literal["reference", "threshold", "apd"] | None = None
+    decoding: Literal["reference", "threshold", "apd", "block"] | None = None
     steps: int | None = Field(default=None, ge=1, le=4096)
     block_length: int | None = Field(default=None, ge=1, le=4096)
     threshold: float | None = Field(default=None, gt=0, le=1)

@@ -16,7 +16,7 @@ from vdiff.errors import VdiffValidationError
 
 REMASKING_STRATEGIES = ("low_confidence", "random")
 DREAM_ALGORITHMS = ("origin", "maskgit_plus", "topk_margin", "entropy")
-DECODING_POLICIES = ("reference", "threshold", "apd")
+DECODING_POLICIES = ("reference", "threshold", "apd", "block")
 KV_CACHE_MODES = ("none", "prefix", "dual")
 
 CANVAS_WINDOW_DEFAULT = 256
@@ -148,8 +148,9 @@ KNOBS: tuple[Knob, ...] = (
     Knob("eps", float, "Dream's time schedule floor.", 1e-3, low=0, low_open=True, high=1, high_open=True),
     # fast decoding
     Knob("decoding", str, "Unmasking policy: threshold (Fast-dLLM parallel), reference (the family's "
-         "published decoder, one step per --diffusion-steps) or apd (needs --draft-model).",
-         choices=DECODING_POLICIES, flag="decoding", flag_default="threshold"),
+         "published decoder, one step per --diffusion-steps), apd (needs --draft-model) or block (exact "
+         "block cache, for block-diffusion models). Default: the family's (block for SDAR), else threshold.",
+         "threshold", choices=DECODING_POLICIES, flag="decoding", family_attr="decoding"),
     Knob("threshold", float, "Confidence threshold of the threshold policy.", low=0, low_open=True, high=1,
          flag="threshold", flag_default=0.9),
     Knob("factor", float, "Fast-dLLM factor rule instead of a fixed threshold (threshold policy).", low=0,

@@ -24,6 +24,8 @@ def cache_tokens(seq: Any, verifier_ratio: float) -> int:
     params = seq.params
     if seq.is_finished:
         return 0
+    if params.decoding == "block":
+        return seq.canvas.shape[0]  # the exact cache of every finished block, then the current one
     if params.decoding == "apd":
         right = min(seq.prompt_len + seq.frontier + params.apd_max_lookahead, seq.canvas.shape[0])
         return right + int(verifier_ratio * (seq.prompt_len + seq.frontier))
@@ -36,6 +38,8 @@ def cache_tokens(seq: Any, verifier_ratio: float) -> int:
 
 def most_cache_tokens(prompt_len: int, params: Any, canvas_len: int, verifier_ratio: float) -> int:
     """The most a request's sequence may ever hold: what admission compares with the whole budget."""
+    if params.decoding == "block":
+        return canvas_len
     if params.decoding == "apd":
         return canvas_len + int(verifier_ratio * canvas_len)
     if params.decoding == "threshold" and params.kv_cache in ("prefix", "dual"):

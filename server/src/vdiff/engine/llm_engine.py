@@ -369,6 +369,7 @@ class LLMEngine:
     def _check_server_defaults(self) -> None:
         """A default that every request would be refused for fails at startup, naming its flag."""
         resolved = self.input_processor.resolve(SamplingParams())
+        logger.info("default decoding for requests that name none: %s", resolved.decoding)
         try:
             self._policy(resolved.decoding).validate(resolved, self.loaded.family.name)
         except VdiffValidationError as error:

@@ -185,7 +185,8 @@ def summarize_configuration(config: EngineConfig) -> str:
     """The one INFO line at start: what is served, where and how."""
     return (
         f"vdiff {__version__} resolved configuration: model={config.model} device={config.device} "
-        f"dtype={config.dtype} decoding={config.decoding} max_model_len={config.max_model_len or 'auto'} "
+        f"dtype={config.dtype} decoding={config.decoding or 'family default'} "
+        f"max_model_len={config.max_model_len or 'auto'} "
         f"max_num_seqs={config.max_num_seqs} (every value at {LOGGING_LEVEL_ENV[0]}=debug)"
     )
 

@@ -238,3 +238,22 @@ def run_decoder_layers(
         if use_cache:
             new_cache.append(current_kv)
     return x, new_cache if use_cache else None
+
+
+def build_block_causal_mask(
+    position_ids: torch.Tensor, key_mask: torch.Tensor, block_size: int
+) -> torch.Tensor:
+    """[B, 1, L, P+L] bool (True = attend) for block-causal attention (SDAR, LLaDA2, Fast-dLLM v2).
+
+    A query at position p sees the keys whose block (position // block_size) is at most p's block:
+    bidirectional inside a block, causal across blocks. The P cached keys of a row are its positions
+    0..P-1 (right-padded; padding is False in key_mask), the current keys are at `position_ids` [B, L].
+    A query with no attendable key (a padding row) attends everything, so SDPA never produces NaN.
+    """
+    num_cached = key_mask.shape[1] - position_ids.shape[1]
+    cached = torch.arange(num_cached, device=position_ids.device).expand(position_ids.shape[0], -1)
+    key_blocks = torch.cat([cached, position_ids], dim=1) // block_size
+    query_blocks = position_ids // block_size
+    mask = key_mask.bool()[:, None, :] & (key_blocks[:, None, :] <= query_blocks[:, :, None])
+    mask = mask[:, None]
+    return mask | ~mask.any(dim=-1, keepdim=True)

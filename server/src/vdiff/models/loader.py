@@ -171,6 +171,52 @@ def resolve_dtype(name: str, hf_config: dict[str, Any], files: list[Path]) -> to
     return _checkpoint_dtype(files)
 
 
+NATIVE_BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+"""/proc/cpuinfo flags of CPUs with bf16 matmul instructions (x86 AVX512-BF16 / AMX, Arm's BF16 feature)."""
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str] | None:
+    """The CPU's feature flags (x86 "flags", Arm "Features"), or None where /proc/cpuinfo is unreadable."""
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return None
+
+
+def auto_cpu_dtype(dtype: torch.dtype, cpu_capability: str, flags: frozenset[str] | None) -> torch.dtype:
+    """--dtype auto on the CPU: a bf16 checkpoint computes in float32 unless the CPU has native bf16
+    matmuls (without them bf16 runs 3-6x slower than float32).
+
+    `flags` (/proc/cpuinfo) decide when known. Without them, `cpu_capability`
+    (torch.backends.cpu.get_cpu_capability()) still rules out an x86 CPU below AVX-512 ("AVX2", "NO AVX"):
+    AVX512-BF16 and AMX need AVX-512. Any other unknown CPU keeps the checkpoint's bf16."""
+    if dtype != torch.bfloat16:
+        return dtype
+    if flags is not None:
+        return dtype if NATIVE_BF16_CPU_FLAGS & flags else torch.float32
+    return torch.float32 if cpu_capability.upper() in ("AVX2", "NO AVX") else dtype
+
+
+def _auto_dtype_for_device(name: str, dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    if name != "auto" or device.type != "cpu" or dtype != torch.bfloat16:
+        return dtype
+    capability = torch.backends.cpu.get_cpu_capability()
+    chosen = auto_cpu_dtype(dtype, capability, cpu_flags())
+    if chosen != dtype:
+        logger.info(
+            "--dtype auto: computing the bfloat16 checkpoint in float32: this CPU (%s) has no native bf16 "
+            "matmuls (no avx512_bf16 / amx_bf16 flag), where bf16 runs 3-6x slower; --dtype bfloat16 "
+            "keeps bf16",
+            capability,
+        )
+    return chosen
+
+
 def _context_limit(hf_config: dict[str, Any], family: FamilySpec) -> int | None:
     limit = hf_config.get("max_sequence_length") or hf_config.get("max_position_embeddings")
     if limit and family.context_cap:
@@ -335,7 +381,9 @@ def load_model(config: EngineConfig) -> LoadedModel:
         config.model, config.revision, config.download_dir, hub_token(config.hf_token)
     )
     hf_config = read_json(model_dir / "config.json")
-    family = get_family(hf_config.get("model_type"), config.trust_remote_code)
+    family = get_family(hf_config.get("model_type"), config.trust_remote_code).for_checkpoint(
+        hf_config, config.model
+    )
     device = resolve_device(config.device)
     _check_quantization(config.quantization, device)
     max_model_len = resolve_max_model_len(config, hf_config, family)
@@ -345,12 +393,13 @@ def load_model(config: EngineConfig) -> LoadedModel:
 
         declared = str(hf_config.get("torch_dtype") or "").removeprefix("torch.")
         dtype = DTYPES.get(declared if config.dtype == "auto" else config.dtype, torch.float32)
+        dtype = _auto_dtype_for_device(config.dtype, dtype, device)
         model = RemoteDiffusionModel.from_pretrained(model_dir, hf_config, dtype, device)
         return LoadedModel(
             model, family, hf_config, model_dir, dtype, device, generation_config, max_model_len
         )
     files = weight_files(model_dir)
-    dtype = resolve_dtype(config.dtype, hf_config, files)
+    dtype = _auto_dtype_for_device(config.dtype, resolve_dtype(config.dtype, hf_config, files), device)
     if config.quantization and dtype == torch.float32:
         dtype = torch.float16
     with torch.device("meta"):

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from vdiff.errors import VdiffValidationError
 from vdiff.models.base import DiffusionModel
 from vdiff.models.dream import DreamModel, Qwen2CausalLM
 from vdiff.models.llada import LLaDAModel
+from vdiff.models.sdar import SDARModel, sdar_block_size
 
 logger = logging.getLogger(__name__)
 
@@ -34,14 +36,30 @@ class FamilySpec:
     is_causal: bool = False
     context_cap: int | None = None
     """Cap on the derived max_model_len when config.json advertises more than the model was trained on."""
+    block_causal: bool = False
+    """Attention is block-causal over absolute blocks of block_length positions (block diffusion): the
+    keys of a finished block are exact and reusable, like an AR cache."""
+    block_size_of: Callable[[dict[str, Any], str | None], int] | None = None
+    """The checkpoint's attention block from (config.json, model name), for families whose block is a
+    property of the checkpoint (see for_checkpoint)."""
+    decoding: str | None = None
+    """The family's decoding policy when the request and the server name none."""
 
     @property
     def is_diffusion(self) -> bool:
         return not self.is_causal
 
+    def for_checkpoint(self, hf_config: dict[str, Any], name: str | None = None) -> FamilySpec:
+        """This family with block_length set to the checkpoint's own block (block-causal families)."""
+        if self.block_size_of is None:
+            return self
+        return replace(self, block_length=self.block_size_of(hf_config, name))
+
     def build(self, hf_config: dict[str, Any]) -> DiffusionModel:
         if self.model_class is None:
             raise TypeError(f"family {self.name!r} is loaded through transformers, not built natively")
+        if self.block_causal and self.block_length is not None and "block_size" not in hf_config:
+            hf_config = {**hf_config, "block_size": self.block_length}
         return self.model_class.from_hf_config(hf_config)
 
 
@@ -65,6 +83,18 @@ DREAM = FamilySpec(
     block_length=None,
     context_cap=2048,
 )
+SDAR = FamilySpec(
+    name="sdar",
+    model_class=SDARModel,
+    model_types=("sdar",),
+    mask_token="<|MASK|>",
+    end_tokens=("<|im_end|>", "<|endoftext|>"),
+    remasking="low_confidence",
+    block_length=sdar_block_size({}),
+    block_causal=True,
+    block_size_of=sdar_block_size,
+    decoding="block",
+)
 QWEN2_AR = FamilySpec(
     name="qwen2",
     model_class=Qwen2CausalLM,
@@ -83,7 +113,7 @@ REMOTE = FamilySpec(
     block_length=None,
 )
 
-FAMILIES: tuple[FamilySpec, ...] = (LLADA, DREAM, QWEN2_AR)
+FAMILIES: tuple[FamilySpec, ...] = (LLADA, DREAM, SDAR, QWEN2_AR)
 
 
 def supported_model_types() -> list[str]:

@@ -83,6 +83,12 @@ class ThresholdPolicy(DecodingPolicy):
             raise VdiffValidationError(
                 "this model is served without KV cache support; use kv_cache 'none'", "kv_cache"
             )
+        if params.kv_cache == "dual" and getattr(self.context.runner.model, "is_block_causal", False):
+            raise VdiffValidationError(
+                "kv_cache 'dual' caches later positions, which a block-causal model never attends to; use "
+                "decoding 'block' (an exact cache) or kv_cache 'prefix'",
+                "kv_cache",
+            )
 
     def init_sequence(self, seq: Sequence) -> None:
         state = ThresholdState()

@@ -1,0 +1,227 @@
+"""SDAR (JetAstra / JetLM SDAR-*-Chat): Qwen3 dense weights made block diffusion.
+
+Per-head q/k RMSNorm before rotate-half RoPE, GQA, SwiGLU, untied LM head, and block-causal attention:
+a query sees every key whose block (position // block_size) is not after its own. Logits are not
+shifted (logits i predict token i). The keys of a finished block depend only on that block and the
+blocks before it, so a cache of finished blocks is exact, like an AR cache.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vdiff.errors import VdiffValidationError
+from vdiff.models.base import DiffusionModel, KVCache, ModelOutput, select_positions
+from vdiff.models.layers import RMSNorm, apply_rotary, build_block_causal_mask, rotary_cos_sin, swiglu
+
+DEFAULT_BLOCK_SIZE = 4
+"""SDAR's training block (SGLang's DLLM_PARAMS and generate.py agree); the -b8 ... -b64 variants differ."""
+_NAME_BLOCK_SIZE = re.compile(r"-b(\d+)(?![0-9a-z])", re.IGNORECASE)
+
+
+def sdar_block_size(hf_config: dict[str, Any], name: str | None = None) -> int:
+    """The attention block: config.json's block_size, else a `-b16`-style suffix of the checkpoint's name
+    (the last path component of `name`, a repo id or directory, else of config.json's `_name_or_path`),
+    else 4. The Hugging Face configs carry no block_size."""
+    declared = hf_config.get("block_size")
+    if declared is not None:
+        if isinstance(declared, bool) or not isinstance(declared, int) or declared < 1:
+            raise VdiffValidationError(
+                f"config.json block_size must be a positive integer: {declared!r}", "model"
+            )
+        return declared
+    for candidate in (name, hf_config.get("_name_or_path")):
+        match = _NAME_BLOCK_SIZE.search(str(candidate or "").rstrip("/").rsplit("/", 1)[-1])
+        if match and int(match.group(1)) > 0:
+            return int(match.group(1))
+    return DEFAULT_BLOCK_SIZE
+
+
+@dataclass(frozen=True, slots=True)
+class SDARConfig:
+    hidden_size: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    num_hidden_layers: int
+    intermediate_size: int
+    vocab_size: int
+    head_dim: int
+    rope_theta: float
+    rms_norm_eps: float
+    attention_bias: bool
+    tie_word_embeddings: bool
+    mask_token_id: int | None
+    block_size: int
+
+    @classmethod
+    def from_hf(cls, hf_config: dict[str, Any]) -> SDARConfig:
+        unsupported = {
+            "hidden_act": hf_config.get("hidden_act", "silu") != "silu",
+            "rope_scaling": bool(hf_config.get("rope_scaling")),
+            "use_sliding_window": bool(hf_config.get("use_sliding_window")),
+        }
+        for key, refused in unsupported.items():
+            if refused:
+                raise VdiffValidationError(
+                    f"SDAR config.json {key}={hf_config[key]!r} is not supported", "model"
+                )
+        hidden, heads = hf_config["hidden_size"], hf_config["num_attention_heads"]
+        rope_theta = hf_config.get("rope_theta")
+        if rope_theta is None:  # transformers 5 writes rope_parameters instead
+            rope_theta = (hf_config.get("rope_parameters") or {}).get("rope_theta", 1000000.0)
+        return cls(
+            hidden_size=hidden,
+            num_attention_heads=heads,
+            num_key_value_heads=hf_config.get("num_key_value_heads") or heads,
+            num_hidden_layers=hf_config["num_hidden_layers"],
+            intermediate_size=hf_config["intermediate_size"],
+            vocab_size=hf_config["vocab_size"],
+            head_dim=hf_config.get("head_dim") or hidden // heads,
+            rope_theta=float(rope_theta),
+            rms_norm_eps=float(hf_config.get("rms_norm_eps", 1e-6)),
+            attention_bias=bool(hf_config.get("attention_bias", False)),
+            tie_word_embeddings=bool(hf_config.get("tie_word_embeddings", False)),
+            mask_token_id=hf_config.get("mask_token_id"),
+            block_size=sdar_block_size(hf_config),
+        )
+
+
+class SDARAttention(nn.Module):
+    def __init__(self, config: SDARConfig) -> None:
+        super().__init__()
+        hidden, head_dim, bias = config.hidden_size, config.head_dim, config.attention_bias
+        self.num_heads, self.num_kv_heads, self.head_dim = (
+            config.num_attention_heads, config.num_key_value_heads, head_dim,
+        )  # fmt: skip
+        self.q_proj = nn.Linear(hidden, self.num_heads * head_dim, bias=bias)
+        self.k_proj = nn.Linear(hidden, self.num_kv_heads * head_dim, bias=bias)
+        self.v_proj = nn.Linear(hidden, self.num_kv_heads * head_dim, bias=bias)
+        self.o_proj = nn.Linear(self.num_heads * head_dim, hidden, bias=bias)
+        self.q_norm = RMSNorm(head_dim, config.rms_norm_eps)
+        self.k_norm = RMSNorm(head_dim, config.rms_norm_eps)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor,
+        past: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        batch, length, _ = x.shape
+        q = self.q_norm(self.q_proj(x).view(batch, length, self.num_heads, self.head_dim)).transpose(1, 2)
+        k = self.k_norm(self.k_proj(x).view(batch, length, self.num_kv_heads, self.head_dim)).transpose(1, 2)
+        v = self.v_proj(x).view(batch, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        current = (k, v)
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, enable_gqa=self.num_kv_heads != self.num_heads
+        )
+        return self.o_proj(out.transpose(1, 2).reshape(batch, length, -1)), current
+
+
+class SDARMLP(nn.Module):
+    def __init__(self, config: SDARConfig) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return swiglu(x, self.gate_proj, self.up_proj, self.down_proj)
+
+
+class SDARDecoderLayer(nn.Module):
+    """Pre-norm residual layer: h = x + o(attn(norm(x))), out = h + swiglu(norm(h))."""
+
+    def __init__(self, config: SDARConfig) -> None:
+        super().__init__()
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.self_attn = SDARAttention(config)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.mlp = SDARMLP(config)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor,
+        past: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        attended, current_kv = self.self_attn(self.input_layernorm(x), cos, sin, mask, past)
+        h = x + attended
+        return h + self.mlp(self.post_attention_layernorm(h)), current_kv
+
+
+class SDARBackbone(nn.Module):
+    def __init__(self, config: SDARConfig) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(SDARDecoderLayer(config) for _ in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+
+class SDARModel(DiffusionModel):
+    """Tensor names `model.{embed_tokens, layers.i.*, norm}` and `lm_head` (absent when tied).
+
+    Cached keys (past_key_values) must be the row's positions 0..P-1, which is what a cache of finished
+    blocks holds; the mask is built from those positions and `position_ids`.
+    """
+
+    family = "sdar"
+    logit_shift = False
+    is_block_causal = True
+
+    def __init__(self, config: SDARConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.mask_token_id = config.mask_token_id
+        self.block_size = config.block_size
+        self.model = SDARBackbone(config)
+        if not config.tie_word_embeddings:
+            self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+
+    @classmethod
+    def from_hf_config(cls, hf_config: dict[str, Any]) -> SDARModel:
+        return cls(SDARConfig.from_hf(hf_config))
+
+    def project_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.config.tie_word_embeddings:
+            return F.linear(hidden, self.model.embed_tokens.weight)
+        return self.lm_head(hidden)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        position_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: KVCache | None = None,
+        use_cache: bool = False,
+        logits_indices: torch.Tensor | None = None,
+    ) -> ModelOutput:
+        batch, length = input_ids.shape
+        num_cached = past_key_values[0][0].shape[2] if past_key_values else 0
+        if attention_mask is None:
+            attention_mask = torch.ones(batch, num_cached + length, dtype=torch.bool, device=input_ids.device)
+        mask = build_block_causal_mask(position_ids, attention_mask, self.block_size)
+        cos, sin = rotary_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta)
+        x = self.model.embed_tokens(input_ids)
+        new_cache: KVCache = []
+        for index, layer in enumerate(self.model.layers):
+            past = past_key_values[index] if past_key_values else None
+            x, current_kv = layer(x, cos, sin, mask, past)
+            if use_cache:
+                new_cache.append(current_kv)
+        hidden = select_positions(self.model.norm(x), logits_indices)
+        return ModelOutput(
+            logits=self.project_logits(hidden), past_key_values=new_cache if use_cache else None
+        )
