@@ -8,6 +8,12 @@ emulator used by test_e2e_kmock.py applies these rules:
 - `isvc_defaults`: KServe's mutating webhook for InferenceServices: `RawDeployment` becomes `Standard`
   (kserve pkg/apis/serving/v1beta1/inference_service_defaults.go, since v0.17.0 / kserve #5025) and the
   typed object is marshalled back, so `resource.Quantity` values come back canonical.
+- `isvc_autoscaling_denial`: KServe's validating webhook on a Standard (raw) InferenceService's scaling fields
+  (kserve pkg/apis/serving/v1beta1/inference_service_validation.go, `validateInferenceServiceAutoscaler`,
+  `validateScalingHPACompExtension`, `validateScalingKedaCompExtension`).
+- `keda_scaled_object`: the ScaledObject KServe's KEDA reconciler makes from such an InferenceService
+  (kserve pkg/controller/v1beta1/inferenceservice/reconcilers/keda/keda_reconciler.go,
+  `createKedaScaledObject`, `getKedaMetrics`), so the trigger we imply can be checked against KEDA's own CRD.
 - `template_stored`: the OpenShift API server's typed Template: omitempty fields are dropped
   (openshift/api template/v1/types.go).
 - `canonical_quantity`: k8s.io/apimachinery pkg/api/resource/quantity.go `CanonicalizeBytes`
@@ -140,6 +146,127 @@ def isvc_defaults(isvc: dict[str, Any]) -> dict[str, Any]:
     if "resources" in model:
         _canonical_resources(model["resources"])
     return out
+
+
+AUTOSCALER_CLASS = "serving.kserve.io/autoscalerClass"
+AUTOSCALER_CLASSES = ("hpa", "keda", "external", "none")  # constants.AutoscalerAllowedClassList
+HPA_METRICS = ("cpu", "memory")  # constants.AutoscalerAllowedHPAMetricsList
+ISVC_WEBHOOK_NAME = "inferenceservice.kserve-webhook-server.validator"
+
+
+def _scale_target_denial(target: dict[str, Any]) -> str | None:
+    """validateScaleTarget."""
+    kind = target.get("type")
+    if kind == "Utilization":
+        utilization = target.get("averageUtilization")
+        if utilization is None:
+            return "the AverageUtilization type should be set"
+        if not 1 <= utilization <= 100:
+            return "the target utilization percentage should be a [1-100] integer"
+    if kind == "AverageValue" and target.get("averageValue") is None:
+        return "the AverageValue type should be set"
+    if kind == "Value" and target.get("value") is None:
+        return "the Value type should be set"
+    return None
+
+
+def isvc_autoscaling_denial(isvc: dict[str, Any]) -> str | None:
+    """Why KServe's webhook denies the predictor's scaling fields of a stored (Standard-mode)
+    InferenceService, or None. Only the raw-mode branches: a RawDeployment annotation has been rewritten
+    to Standard already (`isvc_defaults`)."""
+    annotations = (isvc.get("metadata") or {}).get("annotations") or {}
+    if AUTOSCALER_CLASS in annotations and annotations[AUTOSCALER_CLASS] not in AUTOSCALER_CLASSES:
+        return f"[{annotations[AUTOSCALER_CLASS]}] is not a supported autoscaler class type"
+    if annotations.get(DEPLOYMENT_MODE) != "Standard":
+        return None
+    predictor = (isvc.get("spec") or {}).get("predictor") or {}
+    metrics = (predictor.get("autoScaling") or {}).get("metrics") or []
+    autoscaler = annotations.get(AUTOSCALER_CLASS)
+    if autoscaler == "hpa":
+        metric = predictor.get("scaleMetric", "cpu")
+        if metric not in HPA_METRICS:
+            return f"[{metric}] is not a supported metric"
+        target = predictor.get("scaleTarget")
+        # upstream: `metric == MetricCPU && target < 1 || target > 100` (so > 100 is denied for memory too)
+        if target is not None and ((metric == "cpu" and target < 1) or target > 100):
+            return "the target utilization percentage should be a [1-100] integer"
+        for spec in metrics:
+            if spec.get("type") != "Resource":
+                return (
+                    f"invalid HPA metric source type with value [{spec.get('type')}],"
+                    "valid metric source types are Resource"
+                )
+    if autoscaler == "keda":
+        if "scaleMetric" in predictor:
+            return "ScaleMetric is not supported for KEDA"
+        for spec in metrics:
+            if spec.get("type") == "External":
+                external = spec.get("external")
+                if external is None:
+                    return "metricSpec.External is not set for external metric source type"
+                if not (external.get("metric") or {}).get("query"):
+                    return "the query should not be empty"
+                if (external.get("target") or {}).get("value") is None:
+                    return "the target threshold value should not be empty"
+                denied = _scale_target_denial(external["target"])
+                if denied:
+                    return denied
+            elif spec.get("type") not in ("Resource", "PodMetric"):
+                return (
+                    f"unknown KEDA metric type with value [{spec.get('type')}]."
+                    "Valid types are Resource,External,PodMetric"
+                )
+    return None
+
+
+def isvc_denial_status(message: str) -> dict[str, Any]:
+    full = f'admission webhook "{ISVC_WEBHOOK_NAME}" denied the request: {message}'
+    return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": full, "reason": "Forbidden",
+            "code": 403}  # fmt: skip
+
+
+def keda_scaled_object(isvc: dict[str, Any]) -> dict[str, Any]:
+    """The ScaledObject `<isvc>-predictor` KServe creates for `autoscalerClass: keda` (External metrics only:
+    type = backend; serverAddress, query, threshold as `%f` of target.value; namespace for prometheus;
+    authModes and authenticationRef when set). minReplicaCount defaults to 1, maxReplicaCount >= min."""
+    meta = isvc["metadata"]
+    predictor = isvc["spec"]["predictor"]
+    component = f"{meta['name']}-predictor"
+    triggers = []
+    for spec in (predictor.get("autoScaling") or {}).get("metrics") or []:
+        if spec.get("type") != "External":
+            continue
+        external = spec["external"]
+        metric = external["metric"]
+        trigger: dict[str, Any] = {
+            "type": metric["backend"],
+            "metadata": {
+                "serverAddress": metric.get("serverAddress", ""),
+                "query": metric["query"],
+                "threshold": f"{float(Fraction(str(external['target']['value']))):f}",
+            },
+        }
+        if metric["backend"] == "prometheus" and metric.get("namespace"):
+            trigger["metadata"]["namespace"] = metric["namespace"]
+        auth = external.get("authenticationRef")
+        if auth:
+            if auth.get("authModes"):
+                trigger["metadata"]["authModes"] = auth["authModes"]
+            if auth["authenticationRef"].get("name"):
+                trigger["authenticationRef"] = {"name": auth["authenticationRef"]["name"]}
+        triggers.append(trigger)
+    minimum = predictor.get("minReplicas", 1)
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": component, "namespace": meta.get("namespace")},
+        "spec": {
+            "scaleTargetRef": {"name": component},
+            "triggers": triggers,
+            "minReplicaCount": minimum,
+            "maxReplicaCount": max(predictor.get("maxReplicas", 0), minimum),
+        },
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -27,6 +27,8 @@ UPSTREAM_FILES = {
     ("route.openshift.io/v1", "Route"): "route.openshift.io_routes.yaml",
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "monitoring.coreos.com_servicemonitors.yaml",
     ("template.openshift.io/v1", "Template"): "template.openshift.io_templates.yaml",
+    ("keda.sh/v1alpha1", "ScaledObject"): "keda.sh_scaledobjects.yaml",
+    ("keda.sh/v1alpha1", "TriggerAuthentication"): "keda.sh_triggerauthentications.yaml",
 }
 
 

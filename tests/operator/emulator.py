@@ -13,6 +13,9 @@ from api_server import (
     STORED_FORM,
     denial_status,
     dependents_to_collect,
+    isvc_autoscaling_denial,
+    isvc_defaults,
+    isvc_denial_status,
     servingruntime_denial,
     unauthorized_status,
 )
@@ -49,6 +52,10 @@ class Emulator(kmock.KubernetesEmulator):
             denied = self._admit_serving_runtime(request)
             if denied is not None:
                 return aiohttp.web.json_response(denial_status(denied), status=403)
+        if plural == "inferenceservices" and request.action in (kmock.action.CREATE, kmock.action.UPDATE):
+            denied = self._admit_inference_service(request)
+            if denied is not None:
+                return aiohttp.web.json_response(isvc_denial_status(denied), status=403)
 
         key = (resource, request.namespace, request.name) if request.name else None
         existed = key is not None and key in self.objects and not self.objects[key].deleted
@@ -81,6 +88,19 @@ class Emulator(kmock.KubernetesEmulator):
             raw for (res, ns, _name), raw in self._stored() if res == request.resource and ns == namespace
         ]
         return servingruntime_denial(candidate, peers)
+
+    def _admit_inference_service(self, request: kmock.Request) -> str | None:
+        """KServe's defaulting then validating webhook, on the object as it would be stored."""
+        if request.action == kmock.action.CREATE:
+            candidate = request.data
+        else:
+            key = (request.resource, request.namespace, request.name)
+            if key not in self.objects or self.objects[key].deleted or request.subresource:
+                return None
+            candidate = dict(patch_dict(self.objects[key].raw, request.data))
+        if not isinstance(candidate, dict):
+            return None
+        return isvc_autoscaling_denial(isvc_defaults(json.loads(json.dumps(candidate, default=dict))))
 
     async def _collect_garbage(self, gone: set[str]) -> None:
         """Background cascading deletion, repeated until no dependent is left (owners of owners)."""

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 import yaml
+from api_server import AUTOSCALER_CLASS, isvc_autoscaling_denial, isvc_defaults, keda_scaled_object
 from crd_schemas import REPO_ROOT, validate_upstream
-from vdiff_operator.builders import Platform, build_children, build_template
+from vdiff_operator.builders import Platform, build_children, build_template, scaling_plan
 from vdiff_operator.builders.args import PROFILES, decoding_settings, model_args
 from vdiff_operator.models import DiffusionModel
 
@@ -29,6 +30,8 @@ PLATFORMS = {
 def load(name: str, **spec_overrides: Any) -> DiffusionModel:
     body = yaml.safe_load(SAMPLES[name].read_text())
     body["metadata"].update(namespace="models", uid="0b5c3f7e-0000-4000-8000-000000000001", generation=1)
+    if "autoscaling" in spec_overrides:
+        body["spec"].pop("replicas", None)  # exclusive with spec.autoscaling (CEL rule)
     body["spec"].update(spec_overrides)
     return DiffusionModel.from_body(body)
 
@@ -248,3 +251,146 @@ def test_dashboard_template() -> None:
     assert container["name"] == "kserve-container"
     assert "--served-model-name={{.Name}}" in container["args"]
     assert runtime["spec"]["annotations"]["opendatahub.io/kserve-runtime"] == "vllm"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# spec.autoscaling (builders/autoscaling.py)
+
+AUTOSCALING_PLATFORMS = {
+    "kubernetes": Platform(),
+    "kubernetes-keda": Platform(
+        has_keda=True, prometheus_url="http://prometheus-operated.monitoring.svc:9090"
+    ),
+    "openshift-keda": Platform.openshift(keda=True),  # no OpenShift AI, no VDIFF_PROMETHEUS_URL
+    "rhoai": Platform.openshift(rhoai=True),
+    "rhoai-keda": Platform.openshift(rhoai=True, keda=True),
+}
+QUEUE_DEPTH = {"minReplicas": 1, "maxReplicas": 4, "metric": "queueDepth", "target": 3}
+
+
+def isvc_of(platform: Platform, **spec: Any) -> dict[str, Any]:
+    return by_kind(build_children(load("llada", **spec), platform))["InferenceService"]
+
+
+@pytest.mark.parametrize("platform", AUTOSCALING_PLATFORMS)
+def test_golden_queue_depth_autoscaling(platform: str) -> None:
+    """Reviewed by hand: rhoai-keda is the KEDA path (openshift-ai.md, Autoscaling in raw mode)."""
+    isvc = isvc_of(AUTOSCALING_PLATFORMS[platform], autoscaling=QUEUE_DEPTH)
+    rendered = yaml.safe_dump(isvc, sort_keys=True)
+    path = GOLDEN / f"llada-queue-depth.{platform}.yaml"
+    if os.environ.get("VDIFF_UPDATE_GOLDEN") == "1":
+        path.write_text(rendered)
+    assert path.exists(), f"missing golden file {path.name}; run with VDIFF_UPDATE_GOLDEN=1 and review it"
+    assert rendered == path.read_text()
+
+
+@pytest.mark.parametrize("metric", ["queueDepth", "concurrency", "cpu"])
+@pytest.mark.parametrize("platform", AUTOSCALING_PLATFORMS)
+def test_autoscaled_objects_fit_kserve_keda_and_its_webhook(platform: str, metric: str) -> None:
+    """Every emitted object fits the upstream CRDs, KServe's webhook admits the InferenceService
+    (api_server.isvc_autoscaling_denial, from kserve
+    pkg/apis/serving/v1beta1/inference_service_validation.go),
+    and the ScaledObject KServe derives from it (api_server.keda_scaled_object, from kserve
+    pkg/controller/v1beta1/inferenceservice/reconcilers/keda/keda_reconciler.go) fits KEDA's CRD."""
+    spec = {"minReplicas": 2, "maxReplicas": 5, "metric": metric}
+    for child in build_children(load("llada", autoscaling=spec), AUTOSCALING_PLATFORMS[platform]):
+        validate_upstream(child)
+        if child["kind"] != "InferenceService":
+            continue
+        stored = isvc_defaults(child)
+        assert isvc_autoscaling_denial(stored) is None
+        if child["metadata"]["annotations"][AUTOSCALER_CLASS] == "keda":
+            scaled_object = keda_scaled_object(stored)
+            validate_upstream(scaled_object)
+            assert scaled_object["spec"]["minReplicaCount"] == 2
+            assert scaled_object["spec"]["maxReplicaCount"] == 5
+
+
+def test_keda_trigger_on_openshift_ai() -> None:
+    """thanos-querier's tenancy port with `namespace`, and odh-model-controller's TriggerAuthentication
+    (odh-model-controller internal/controller/serving/reconcilers/kserve_keda_reconciler.go: SA, token
+    Secret, Role, RoleBinding and TriggerAuthentication `inference-prometheus-auth`, bearerToken<-token,
+    ca<-ca.crt)."""
+    isvc = isvc_of(
+        Platform.openshift(rhoai=True, keda=True), model={"uri": "hf://o/r", "servedModelName": "llada-8b"},
+        autoscaling=QUEUE_DEPTH,
+    )  # fmt: skip
+    assert isvc["metadata"]["annotations"][AUTOSCALER_CLASS] == "keda"
+    predictor = isvc["spec"]["predictor"]
+    assert "scaleMetric" not in predictor and "scaleTarget" not in predictor  # KServe denies it with KEDA
+    assert (predictor["minReplicas"], predictor["maxReplicas"]) == (1, 4)
+    (metric,) = predictor["autoScaling"]["metrics"]
+    assert metric == {
+        "type": "External",
+        "external": {
+            "metric": {
+                "backend": "prometheus",
+                "serverAddress": "https://thanos-querier.openshift-monitoring.svc:9092",
+                "namespace": "models",
+                "query": 'sum(vllm:num_requests_waiting{namespace="models",model_name="llada-8b"})',
+            },
+            "target": {"type": "Value", "value": "3"},
+            "authenticationRef": {
+                "authModes": "bearer",
+                "authenticationRef": {"name": "inference-prometheus-auth"},
+            },
+        },
+    }
+    trigger = keda_scaled_object(isvc_defaults(isvc))["spec"]["triggers"][0]
+    assert trigger["metadata"]["threshold"] == "3.000000"
+    assert trigger["authenticationRef"] == {"name": "inference-prometheus-auth"}
+    # We never create odh-model-controller's objects: it owns and deletes them.
+    kinds = {child["kind"] for child in build_children(load("llada", autoscaling=QUEUE_DEPTH),
+                                                      Platform.openshift(rhoai=True, keda=True))}  # fmt: skip
+    assert "TriggerAuthentication" not in kinds and "Secret" not in kinds
+
+
+def test_concurrency_reads_running_requests_and_escapes_the_model_name() -> None:
+    platform = Platform(has_keda=True, prometheus_url="http://prom:9090")
+    spec = {"maxReplicas": 3, "metric": "concurrency"}
+    isvc = isvc_of(platform, model={"uri": "hf://o/r", "servedModelName": 'we"ird'}, autoscaling=spec)
+    external = isvc["spec"]["predictor"]["autoScaling"]["metrics"][0]["external"]
+    assert external["metric"] == {
+        "backend": "prometheus",
+        "serverAddress": "http://prom:9090",
+        "query": 'sum(vllm:num_requests_running{namespace="models",model_name="we\\"ird"})',
+    }
+    assert external["target"]["value"] == "8" and "authenticationRef" not in external
+
+
+@pytest.mark.parametrize(
+    ("platform", "metric", "reason", "honoured"),
+    [
+        (Platform(), "queueDepth", "KEDANotInstalled", False),
+        (Platform.openshift(rhoai=True), "concurrency", "KEDANotInstalled", False),
+        (Platform.openshift(keda=True), "queueDepth", "PrometheusNotConfigured", False),
+        (Platform.openshift(rhoai=True, keda=True), "queueDepth", "KEDA", True),
+        (Platform(), "cpu", "HPA", True),
+        (Platform.openshift(rhoai=True, keda=True), "cpu", "HPA", True),
+    ],
+)
+def test_without_keda_it_is_an_hpa_on_cpu(
+    platform: Platform, metric: str, reason: str, honoured: bool
+) -> None:
+    """KServe raw mode: class hpa with scaleMetric cpu|memory and scaleTarget 1-100
+    (kserve pkg/controller/v1beta1/inferenceservice/reconcilers/hpa/hpa_reconciler.go,
+    pkg/apis/serving/v1beta1/inference_service_validation.go)."""
+    model = load("llada", autoscaling={"maxReplicas": 3, "metric": metric, "target": 60})
+    plan = scaling_plan(model, platform)
+    assert plan is not None and (plan.reason, plan.honoured) == (reason, honoured)
+    predictor = by_kind(build_children(model, platform))["InferenceService"]["spec"]["predictor"]
+    if reason == "KEDA":
+        assert "scaleMetric" not in predictor
+        return
+    assert "autoScaling" not in predictor
+    assert predictor["scaleMetric"] == "cpu"
+    assert predictor["scaleTarget"] == (60 if metric == "cpu" else 80)  # the queue target is no CPU percent
+    if not honoured:
+        assert "scaling on CPU" in plan.message
+
+
+def test_no_autoscaling_field_keeps_kserves_defaults() -> None:
+    isvc = isvc_of(Platform.openshift(rhoai=True, keda=True))
+    assert AUTOSCALER_CLASS not in isvc["metadata"]["annotations"]
+    assert not {"autoScaling", "scaleMetric", "scaleTarget"} & set(isvc["spec"]["predictor"])
+    assert scaling_plan(load("llada"), Platform()) is None

@@ -120,3 +120,29 @@ def test_console_script_error_is_one_line(tmp_path) -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: {tmp_path / 'missing.yaml'}: no such file"]
+
+
+def test_render_shows_the_autoscaling_path(tmp_path, capsys) -> None:
+    body = yaml.safe_load(SAMPLE.read_text())
+    body["spec"].pop("replicas", None)
+    body["spec"]["autoscaling"] = {"maxReplicas": 4, "metric": "queueDepth"}
+    path = tmp_path / "dm.yaml"
+    path.write_text(yaml.safe_dump(body))
+
+    def isvc(*flags: str) -> dict:
+        assert main(["render", "-f", str(path), *flags]) == 0
+        docs = list(yaml.safe_load_all(capsys.readouterr().out))
+        return next(d for d in docs if d["kind"] == "InferenceService")
+
+    keda = isvc("--rhoai", "--keda")
+    assert keda["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] == "keda"
+    assert (
+        "vllm:num_requests_waiting"
+        in keda["spec"]["predictor"]["autoScaling"]["metrics"][0]["external"]["metric"]["query"]
+    )
+    hpa = isvc("--rhoai")
+    assert hpa["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] == "hpa"
+    assert hpa["spec"]["predictor"]["scaleMetric"] == "cpu"
+    plain = isvc("--keda", "--prometheus-url", "http://prom.monitoring.svc:9090")
+    metric = plain["spec"]["predictor"]["autoScaling"]["metrics"][0]["external"]["metric"]
+    assert metric["serverAddress"] == "http://prom.monitoring.svc:9090"

@@ -95,6 +95,24 @@ INVALID = {
     "name too long": lambda o: o["metadata"].update(name="m" * 54),
     "name not a DNS label": lambda o: o["metadata"].update(name="LLaDA_8B"),
     "bad quantization": lambda o: o["spec"].update(quantization="awq"),
+    # spec.autoscaling: CEL rules mirrored by vdiff_operator.models.Autoscaling
+    "queue depth from zero": lambda o: o["spec"].update(autoscaling={"minReplicas": 0, "maxReplicas": 4}),
+    "concurrency from zero": lambda o: o["spec"].update(
+        autoscaling={"minReplicas": 0, "maxReplicas": 4, "metric": "concurrency"}
+    ),
+    "cpu from zero": lambda o: o["spec"].update(
+        autoscaling={"minReplicas": 0, "maxReplicas": 4, "metric": "cpu"}
+    ),
+    "autoscaling max below min": lambda o: o["spec"].update(autoscaling={"minReplicas": 3, "maxReplicas": 2}),
+    "cpu target above 100": lambda o: o["spec"].update(
+        autoscaling={"maxReplicas": 2, "metric": "cpu", "target": 150}
+    ),
+    "autoscaling without max": lambda o: o["spec"].update(autoscaling={"minReplicas": 1}),
+    "bad autoscaling metric": lambda o: o["spec"].update(autoscaling={"maxReplicas": 2, "metric": "rps"}),
+    "autoscaling target zero": lambda o: o["spec"].update(autoscaling={"maxReplicas": 2, "target": 0}),
+    "replicas and autoscaling": lambda o: o["spec"].update(
+        replicas={"min": 1, "max": 2}, autoscaling={"maxReplicas": 2}
+    ),
 }
 
 
@@ -125,6 +143,31 @@ def test_boundaries_are_accepted() -> None:
         variant = copy.deepcopy(obj)
         variant["spec"]["model"]["uri"] = scheme
         assert rejections(variant) == [], scheme
+
+
+def test_queue_depth_from_zero_says_why() -> None:
+    """KEDA's prometheus scaler reads the server's own series; with no pod it is absent and the ScaledObject
+    never activates (openshift-ai.md, Autoscaling in raw mode), so the API server refuses minReplicas 0."""
+    obj = minimal(autoscaling={"minReplicas": 0, "maxReplicas": 4})
+    (message,) = cel_errors(SCHEMA, obj)
+    assert "series disappears" in message and "cannot wake a model from zero" in message
+    with pytest.raises(ValidationError, match="cannot wake the model from zero"):
+        DiffusionModel.from_body(obj)
+
+
+def test_autoscaling_defaults() -> None:
+    spec = DiffusionModel.from_body(minimal(autoscaling={"maxReplicas": 4})).spec
+    assert spec.autoscaling is not None
+    assert (spec.autoscaling.min_replicas, spec.autoscaling.metric, spec.autoscaling.effective_target) == (
+        1,
+        "queueDepth",
+        4,
+    )
+    assert (spec.min_replicas, spec.max_replicas) == (1, 4)
+    assert rejections(minimal(autoscaling={"maxReplicas": 1, "metric": "cpu", "target": 100})) == []
+    assert (
+        rejections(minimal(autoscaling={"minReplicas": 2, "maxReplicas": 2, "metric": "concurrency"})) == []
+    )
 
 
 def test_every_cel_rule_is_exercised() -> None:

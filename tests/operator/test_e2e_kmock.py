@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -15,9 +16,10 @@ import kopf
 import pytest
 import vdiff_operator  # noqa: F401  (registers the handlers)
 import yaml
-from api_server import rbac_attributes
+from api_server import keda_scaled_object, rbac_attributes
 from crd_schemas import validate_upstream
 from emulator import Emulator
+from vdiff_operator.builders import inferenceservice
 
 NS = "models"
 DM = "vdiff.io/v1alpha1/diffusionmodels"
@@ -658,6 +660,133 @@ async def test_a_rotated_token_is_read_again(cluster: kmock.KubernetesEmulator, 
         assert any(
             r.headers["Authorization"] == "Bearer rotated" and str(r.method.value) == "PATCH" for r in after
         )
+
+
+KEDA = {
+    "keda.sh/v1alpha1/scaledobjects": kmock.ResourceInfo(kind="ScaledObject", namespaced=True, verbs={"get"}),
+    "keda.sh/v1alpha1/triggerauthentications": kmock.ResourceInfo(
+        kind="TriggerAuthentication", namespaced=True, verbs={"get"}
+    ),
+}
+
+
+def autoscaled(name: str = "llada") -> dict:
+    body = sample(name)
+    body["spec"]["autoscaling"] = {"minReplicas": 1, "maxReplicas": 4, "metric": "queueDepth", "target": 2}
+    return body
+
+
+async def test_queue_depth_autoscaling_without_then_with_keda(cluster: kmock.KubernetesEmulator) -> None:
+    """OpenShift AI without KEDA: KServe's HPA on CPU and a condition saying why; once KEDA's CRDs appear the
+    next resync moves the InferenceService to KServe's KEDA path (kserve
+    pkg/controller/v1beta1/inferenceservice/reconcilers/keda/keda_reconciler.go) and drops scaleMetric, which
+    KServe's webhook denies with KEDA (api_server.isvc_autoscaling_denial, from kserve
+    pkg/apis/serving/v1beta1/inference_service_validation.go, is applied by the emulator)."""
+    seed_rhoai(cluster)
+    async with running_operator():
+        path = f"/apis/vdiff.io/v1alpha1/namespaces/{NS}/diffusionmodels"
+        assert await api(cluster, "POST", path, autoscaled()) < 300
+        dm = await eventually(
+            lambda: condition(live(cluster, DM, "llada"), "Autoscaling") and live(cluster, DM, "llada"),
+            "Autoscaling condition",
+        )
+        assert condition(dm, "Autoscaling")["status"] == "False"
+        assert condition(dm, "Autoscaling")["reason"] == "KEDANotInstalled"
+        assert "needs KEDA" in condition(dm, "Autoscaling")["message"]
+        assert condition(dm, "Reconciled")["status"] == "True"
+        isvc = live(cluster, ISVC, "llada")
+        validate_upstream(isvc)
+        assert isvc["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] == "hpa"
+        predictor = isvc["spec"]["predictor"]
+        assert (predictor["scaleMetric"], predictor["scaleTarget"]) == ("cpu", 80)
+        assert (predictor["minReplicas"], predictor["maxReplicas"]) == (1, 4)
+        assert "autoScaling" not in predictor
+
+        declare(cluster, KEDA)  # the Custom Metrics Autoscaler operator is installed
+        isvc = await eventually(
+            lambda: (
+                (o := live(cluster, ISVC, "llada"))
+                and o["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] == "keda"
+                and o
+            ),
+            "InferenceService on KEDA",
+        )
+        validate_upstream(isvc)
+        predictor = isvc["spec"]["predictor"]
+        assert "scaleMetric" not in predictor and "scaleTarget" not in predictor
+        (metric,) = predictor["autoScaling"]["metrics"]
+        external = metric["external"]
+        assert (
+            external["metric"]["query"]
+            == 'sum(vllm:num_requests_waiting{namespace="models",model_name="llada"})'
+        )
+        assert external["metric"]["namespace"] == NS
+        assert external["authenticationRef"]["authenticationRef"] == {"name": "inference-prometheus-auth"}
+        validate_upstream(keda_scaled_object(isvc))
+        dm = await eventually(
+            lambda: (
+                condition(live(cluster, DM, "llada"), "Autoscaling").get("status") == "True"
+                and live(cluster, DM, "llada")
+            ),
+            "Autoscaling=True",
+        )
+        assert condition(dm, "Autoscaling")["reason"] == "KEDA"
+        # odh-model-controller makes the TriggerAuthentication; the operator never writes one (nor a Secret).
+        assert not [w for w in writes(cluster) if "keda.sh" in w or "/secrets" in w]
+
+
+async def test_cpu_autoscaling_needs_no_keda(cluster: kmock.KubernetesEmulator) -> None:
+    declare(cluster, KSERVE)
+    body = sample()
+    body["spec"]["autoscaling"] = {"minReplicas": 2, "maxReplicas": 3, "metric": "cpu", "target": 70}
+    async with running_operator():
+        path = f"/apis/vdiff.io/v1alpha1/namespaces/{NS}/diffusionmodels"
+        assert await api(cluster, "POST", path, body) < 300
+        dm = await eventually(
+            lambda: condition(live(cluster, DM, "llada"), "Autoscaling") and live(cluster, DM, "llada"),
+            "Autoscaling condition",
+        )
+        assert (condition(dm, "Autoscaling")["status"], condition(dm, "Autoscaling")["reason"]) == (
+            "True",
+            "HPA",
+        )
+        predictor = live(cluster, ISVC, "llada")["spec"]["predictor"]
+        assert (predictor["scaleMetric"], predictor["scaleTarget"], predictor["minReplicas"]) == (
+            "cpu",
+            70,
+            2,
+        )
+
+
+async def test_a_denied_autoscaling_field_is_reported(
+    cluster: kmock.KubernetesEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If the builder ever sent scaleMetric with KEDA, KServe's webhook would refuse the InferenceService
+    (inference_service_validation.go `validateScalingKedaCompExtension`); the emulator must too."""
+    from vdiff_operator.builders import autoscaling
+
+    original = autoscaling.scaling_plan
+
+    def with_scale_metric(*args: Any, **kwargs: Any) -> Any:
+        plan = original(*args, **kwargs)
+        return plan and dataclasses.replace(plan, predictor={**plan.predictor, "scaleMetric": "cpu"})
+
+    monkeypatch.setattr(autoscaling, "scaling_plan", with_scale_metric)
+    monkeypatch.setattr(inferenceservice, "scaling_plan", with_scale_metric)
+    seed_rhoai(cluster)
+    declare(cluster, KEDA)
+    async with running_operator():
+        path = f"/apis/vdiff.io/v1alpha1/namespaces/{NS}/diffusionmodels"
+        assert await api(cluster, "POST", path, autoscaled()) < 300
+        dm = await eventually(
+            lambda: (
+                condition(live(cluster, DM, "llada"), "Ready").get("reason") == "ApplyFailed"
+                and live(cluster, DM, "llada")
+            ),
+            "ApplyFailed",
+        )
+        assert "ScaleMetric is not supported for KEDA" in condition(dm, "Ready")["message"]
+        assert live(cluster, ISVC, "llada") is None
 
 
 # Admission checks, not requests: nothing in the e2e run can show them (operator/RBAC.md says why).

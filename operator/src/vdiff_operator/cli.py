@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from vdiff_operator.builders import build_children
 from vdiff_operator.builders.common import Platform
 from vdiff_operator.models import KIND, DiffusionModel
-from vdiff_operator.settings import default_image
+from vdiff_operator.settings import default_image, prometheus_url
 
 
 class _Parser(argparse.ArgumentParser):
@@ -38,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
         help="dashboard namespace for the runtime Template with --rhoai (ODH: opendatahub)",
     )
     render.add_argument("--monitoring", action="store_true", help="monitoring.coreos.com API present")
+    render.add_argument("--keda", action="store_true", help="KEDA present (keda.sh scaledobjects)")
+    render.add_argument(
+        "--prometheus-url",
+        default=None,
+        help="Prometheus for KEDA outside OpenShift AI (VDIFF_PROMETHEUS_URL)",
+    )
     render.add_argument("--image", default=None, help="server image (RELATED_IMAGE_VDIFF_SERVER)")
     return parser
 
@@ -50,6 +56,8 @@ def _platform(args: argparse.Namespace) -> Platform:
         has_dsc_initialization=args.rhoai,
         applications_namespace=args.applications_namespace if args.rhoai else None,
         default_image=args.image or default_image(),
+        has_keda=args.keda,
+        prometheus_url=args.prometheus_url or prometheus_url(),
     )
 
 

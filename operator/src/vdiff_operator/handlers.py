@@ -67,7 +67,13 @@ async def reconcile_body(body: dict[str, Any], memo: kopf.Memo) -> Result:
         status = invalid_spec_status(dict(body), previous, str(error))
         return Result(None if is_subset(status, current) else status, [], invalid=str(error))
     async with memo.tracked.lock(_key(body)):
-        outcome = await reconcile(dm, memo.api, previous=previous, default_image=memo.default_image)
+        outcome = await reconcile(
+            dm,
+            memo.api,
+            previous=previous,
+            default_image=memo.default_image,
+            prometheus_url=getattr(memo, "prometheus_url", None),
+        )
     memo.reconciles = getattr(memo, "reconciles", 0) + 1
     events = [("Normal", reason, message) for reason, message in outcome.events]
     if outcome.apply_error:

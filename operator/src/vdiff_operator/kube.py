@@ -26,6 +26,7 @@ ROUTE_GROUP = "route.openshift.io"
 MONITORING_GROUP = "monitoring.coreos.com"
 DSCI_GROUP = "dscinitialization.opendatahub.io"
 TEMPLATE_GROUP = "template.openshift.io"
+KEDA_GROUP_VERSION = "keda.sh/v1alpha1"
 DEFAULT_APPLICATIONS_NAMESPACE = "opendatahub"
 
 PLURALS = {
@@ -246,9 +247,21 @@ class KubeApi:
         groups = (await self.request("GET", "/apis")).get("groups", [])
         return {group["name"]: {v["version"] for v in group.get("versions", [])} for group in groups}
 
-    async def discover(self, default_image: str) -> Discovery:
+    async def serves(self, group_version: str, plural: str) -> bool:
+        """Whether a group version lists a resource (discovery: a non-resource URL, no RBAC needed)."""
+        try:
+            listing = await self.request("GET", f"/apis/{group_version}")
+        except NotFoundError:
+            return False
+        return any(r.get("name") == plural for r in listing.get("resources") or [])
+
+    async def discover(self, default_image: str, prometheus_url: str | None = None) -> Discovery:
         """Which optional APIs exist right now (asked on every reconcile, so late installs are seen)."""
         groups = await self.api_groups()
+        keda_group, keda_version = KEDA_GROUP_VERSION.split("/")
+        has_keda = keda_version in groups.get(keda_group, set()) and await self.serves(
+            KEDA_GROUP_VERSION, "scaledobjects"
+        )
         has_kserve = {"v1beta1", "v1alpha1"} <= groups.get(KSERVE_GROUP, set())
         applications_namespace = None
         if "v1" in groups.get(DSCI_GROUP, set()):
@@ -262,6 +275,8 @@ class KubeApi:
             has_dsc_initialization=applications_namespace is not None,
             applications_namespace=applications_namespace,
             default_image=default_image,
+            has_keda=has_keda,
+            prometheus_url=prometheus_url,
         )
         if applications_namespace and "v1" not in groups.get(TEMPLATE_GROUP, set()):
             platform = dataclasses.replace(platform, applications_namespace=None)

@@ -121,6 +121,43 @@ class Replicas(SpecModel):
         return self.max if self.max is not None else max(self.min, 1)
 
 
+AutoscalingMetric = Literal["queueDepth", "concurrency", "cpu"]
+DEFAULT_TARGETS: dict[str, int] = {"queueDepth": 4, "concurrency": 8, "cpu": 80}
+"""Per-replica targets when spec.autoscaling.target is unset: waiting requests, running requests, CPU %."""
+SERIES_METRICS = ("queueDepth", "concurrency")
+"""Metrics read from the server's own Prometheus series: they vanish with the last pod."""
+
+
+class Autoscaling(SpecModel):
+    """Mirrors the CRD's spec.autoscaling and its CEL rules (crds/vdiff.io_diffusionmodels.yaml)."""
+
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(ge=1)
+    metric: AutoscalingMetric = "queueDepth"
+    target: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _valid(self) -> Autoscaling:
+        if self.min_replicas < 1 and self.metric in SERIES_METRICS:
+            raise ValueError(
+                f"autoscaling.minReplicas must be at least 1 for metric {self.metric}: with no pod the "
+                "server's vllm:num_requests_* series disappears, so it cannot wake the model from zero"
+            )
+        if self.min_replicas < 1:
+            raise ValueError(
+                "autoscaling.minReplicas must be at least 1 for metric cpu: an HPA never scales to zero"
+            )
+        if self.max_replicas < self.min_replicas:
+            raise ValueError("autoscaling.maxReplicas must be >= autoscaling.minReplicas")
+        if self.metric == "cpu" and self.target is not None and self.target > 100:
+            raise ValueError("autoscaling.target for metric cpu is a utilization percentage in [1, 100]")
+        return self
+
+    @property
+    def effective_target(self) -> int:
+        return self.target if self.target is not None else DEFAULT_TARGETS[self.metric]
+
+
 class SecretKeyRef(SpecModel):
     name: str = Field(min_length=1)
     key: str = "api-key"
@@ -162,6 +199,7 @@ class DiffusionModelSpec(SpecModel):
     quantization: Literal["bitsandbytes", "bitsandbytes-4bit", "bitsandbytes-8bit"] | None = None
     resources: Resources = Field(default_factory=Resources)
     replicas: Replicas = Field(default_factory=Replicas)
+    autoscaling: Autoscaling | None = None
     image: str | None = Field(default=None, min_length=1)
     image_pull_secrets: list[LocalObjectReference] = Field(default_factory=list)
     api_key_secret_ref: SecretKeyRef | None = None
@@ -177,7 +215,19 @@ class DiffusionModelSpec(SpecModel):
     def _apd_needs_draft(self) -> DiffusionModelSpec:
         if self.draft_model is None and (self.decoding.decoding == "apd" or self.decoding.apd is not None):
             raise ValueError("decoding apd needs spec.draftModel")
+        if self.autoscaling is not None and "replicas" in self.model_fields_set:
+            raise ValueError(
+                "spec.replicas and spec.autoscaling are exclusive: set the bounds in spec.autoscaling"
+            )
         return self
+
+    @property
+    def min_replicas(self) -> int:
+        return self.autoscaling.min_replicas if self.autoscaling else self.replicas.min
+
+    @property
+    def max_replicas(self) -> int:
+        return self.autoscaling.max_replicas if self.autoscaling else self.replicas.effective_max
 
 
 class DiffusionModel(BaseModel):

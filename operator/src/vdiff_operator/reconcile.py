@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vdiff_operator import status as st
-from vdiff_operator.builders import build_children, wants_route, wants_service_monitor
+from vdiff_operator.builders import build_children, scaling_plan, wants_route, wants_service_monitor
 from vdiff_operator.builders.common import inference_service_name
 from vdiff_operator.kube import ApiError, KubeApi
 from vdiff_operator.models import Condition, DiffusionModel
@@ -30,12 +30,17 @@ APPLY_FAILED = "ApplyFailed"
 
 
 async def reconcile(
-    dm: DiffusionModel, api: KubeApi, *, previous: list[dict[str, Any]], default_image: str
+    dm: DiffusionModel,
+    api: KubeApi,
+    *,
+    previous: list[dict[str, Any]],
+    default_image: str,
+    prometheus_url: str | None = None,
 ) -> Outcome:
     def condition(type_: str, status: st.ConditionStatus, reason: str, message: str) -> Condition:
         return st.make_condition(type_, status, reason, message, generation=dm.generation, previous=previous)
 
-    discovery = await api.discover(default_image)
+    discovery = await api.discover(default_image, prometheus_url)
     if not discovery.has_kserve:
         message = "KServe (serving.kserve.io v1beta1 + v1alpha1) is not installed; retrying"
         conditions = [
@@ -104,6 +109,11 @@ async def reconcile(
         condition(st.ROUTE_ADMITTED, route_status, route_reason, route_message),
         monitored,
     ]
+    plan = scaling_plan(dm, platform)
+    if plan is not None:
+        conditions.append(
+            condition(st.AUTOSCALING, "True" if plan.honoured else "False", plan.reason, plan.message)
+        )
     status = st.build_status(dm, conditions, url=url, inference_service=inference_service_name(dm))
     return Outcome(status, events=events)
 

@@ -31,6 +31,12 @@ def retry_delay() -> float:
     return float(os.environ.get("VDIFF_OPERATOR_RETRY_SECONDS", "60"))
 
 
+def prometheus_url() -> str | None:
+    """A Prometheus KEDA can query without credentials, for queue-depth autoscaling outside OpenShift AI
+    (VDIFF_PROMETHEUS_URL, e.g. http://prometheus-operated.monitoring.svc:9090); unset: none."""
+    return os.environ.get("VDIFF_PROMETHEUS_URL") or None
+
+
 def default_image() -> str:
     return os.environ.get(IMAGE_ENV) or DEFAULT_IMAGE
 
@@ -49,6 +55,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.networking.request_timeout = 60
     memo.api = KubeApi(settings)
     memo.default_image = default_image()
+    memo.prometheus_url = prometheus_url()
     memo.retry_delay = retry_delay()
     memo.reconciles = 0
     memo.tracked = handlers.Tracked()

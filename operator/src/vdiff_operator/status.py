@@ -14,7 +14,10 @@ RECONCILED = "Reconciled"
 INFERENCE_SERVICE_READY = "InferenceServiceReady"
 ROUTE_ADMITTED = "RouteAdmitted"
 MONITORED = "Monitored"
-CONDITION_ORDER = (READY, RECONCILED, INFERENCE_SERVICE_READY, ROUTE_ADMITTED, MONITORED)
+AUTOSCALING = "Autoscaling"
+"""Only with spec.autoscaling: True when the requested metric drives scaling, False (reason KEDANotInstalled
+or PrometheusNotConfigured) when the operator fell back to an HPA on CPU."""
+CONDITION_ORDER = (READY, RECONCILED, INFERENCE_SERVICE_READY, ROUTE_ADMITTED, MONITORED, AUTOSCALING)
 
 
 def now() -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from vdiff_operator.builders.autoscaling import ScalingPlan, scaling_plan
 from vdiff_operator.builders.common import Platform
 from vdiff_operator.builders.inferenceservice import build_inference_service
 from vdiff_operator.builders.route import build_route
@@ -14,6 +15,7 @@ from vdiff_operator.models import DiffusionModel
 
 __all__ = [
     "Platform",
+    "ScalingPlan",
     "build_children",
     "build_inference_service",
     "build_route",
@@ -21,6 +23,7 @@ __all__ = [
     "build_serving_runtime",
     "build_template",
     "image_for",
+    "scaling_plan",
     "wants_route",
     "wants_service_monitor",
 ]
@@ -44,7 +47,7 @@ def wants_service_monitor(dm: DiffusionModel, platform: Platform) -> bool:
 
 def build_children(dm: DiffusionModel, platform: Platform) -> list[dict[str, Any]]:
     """Every object the operator keeps in the DiffusionModel's namespace, plus the dashboard Template."""
-    children = [build_serving_runtime(dm, image_for(dm, platform)), build_inference_service(dm)]
+    children = [build_serving_runtime(dm, image_for(dm, platform)), build_inference_service(dm, platform)]
     if wants_route(dm, platform):
         children.append(build_route(dm))
     if wants_service_monitor(dm, platform):

@@ -48,15 +48,23 @@ class Platform:
     has_dsc_initialization: bool = False
     applications_namespace: str | None = None
     default_image: str = DEFAULT_IMAGE
+    has_keda: bool = False
+    """keda.sh/v1alpha1 serves scaledobjects (KEDA, or the Custom Metrics Autoscaler on OpenShift)."""
+    prometheus_url: str | None = None
+    """A Prometheus KEDA may query without credentials (VDIFF_PROMETHEUS_URL); on OpenShift AI the
+    operator uses thanos-querier with odh-model-controller's TriggerAuthentication instead."""
 
     @classmethod
-    def openshift(cls, *, rhoai: bool = False, default_image: str = DEFAULT_IMAGE) -> Platform:
+    def openshift(
+        cls, *, rhoai: bool = False, keda: bool = False, default_image: str = DEFAULT_IMAGE
+    ) -> Platform:
         return cls(
             has_route_api=True,
             has_service_monitor_api=True,
             has_dsc_initialization=rhoai,
             applications_namespace="redhat-ods-applications" if rhoai else None,
             default_image=default_image,
+            has_keda=keda,
         )
 
 

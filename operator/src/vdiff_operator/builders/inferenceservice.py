@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from vdiff_operator.builders.args import DRAFT_MOUNT_PATH, model_args
+from vdiff_operator.builders.autoscaling import AUTOSCALER_CLASS_ANNOTATION, scaling_plan
 from vdiff_operator.builders.common import (
     DASHBOARD_LABEL,
     MODEL_FORMAT,
     TERMINATION_GRACE_PERIOD_SECONDS,
+    Platform,
     display_name,
     inference_service_name,
     metadata,
@@ -62,7 +64,7 @@ def _draft_volume(dm: DiffusionModel) -> tuple[dict[str, Any], dict[str, Any]] |
     return volume, mount
 
 
-def build_inference_service(dm: DiffusionModel) -> dict[str, Any]:
+def build_inference_service(dm: DiffusionModel, platform: Platform | None = None) -> dict[str, Any]:
     model: dict[str, Any] = {
         "modelFormat": {"name": MODEL_FORMAT},
         "runtime": serving_runtime_name(dm),
@@ -74,8 +76,8 @@ def build_inference_service(dm: DiffusionModel) -> dict[str, Any]:
     if env:
         model["env"] = env
     predictor: dict[str, Any] = {
-        "minReplicas": dm.spec.replicas.min,
-        "maxReplicas": dm.spec.replicas.effective_max,
+        "minReplicas": dm.spec.min_replicas,
+        "maxReplicas": dm.spec.max_replicas,
         # Longer than the server's drain + flush (builders/common.py), or the kubelet kills it mid-drain.
         "terminationGracePeriodSeconds": TERMINATION_GRACE_PERIOD_SECONDS,
         "model": model,
@@ -96,6 +98,10 @@ def build_inference_service(dm: DiffusionModel) -> dict[str, Any]:
         predictor["volumes"] = [volume]
         model["volumeMounts"] = [mount]
     annotations = {DEPLOYMENT_MODE_ANNOTATION: "RawDeployment", "openshift.io/display-name": display_name(dm)}
+    plan = scaling_plan(dm, platform or Platform())
+    if plan is not None:
+        annotations[AUTOSCALER_CLASS_ANNOTATION] = plan.autoscaler_class
+        predictor.update(plan.predictor)
     return {
         "apiVersion": API_VERSION,
         "kind": "InferenceService",
