@@ -8,10 +8,12 @@ from vdiff.entrypoints.launcher import BackgroundServer
 
 
 def scrape(server: BackgroundServer) -> dict[str, float]:
-    """Every sample of /metrics as 'name{label=value,...}' -> value (labels sorted, model_name dropped)."""
+    """Every sample of /metrics as 'name{label=value,...}' -> value (sorted labels; no model_name, engine)."""
     samples = {}
     for family in text_string_to_metric_families(httpx.get(server.url + "/metrics").text):
         for sample in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()) if k != "model_name")
+            labels = ",".join(
+                f"{k}={v}" for k, v in sorted(sample.labels.items()) if k not in ("model_name", "engine")
+            )
             samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
     return samples

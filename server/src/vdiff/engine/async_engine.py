@@ -20,11 +20,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from vdiff.config import EngineConfig
+from vdiff.engine.block_manager import BLOCK_SIZE
 from vdiff.engine.input_processor import EngineRequest
 from vdiff.engine.llm_engine import LLMEngine
 from vdiff.engine.outputs import RequestOutput
 from vdiff.engine.protocol import EngineClient
-from vdiff.engine.stats import EngineStats
+from vdiff.engine.stats import EngineStats, EngineStatsSnapshot, StatsPublisher
 from vdiff.errors import EngineDeadError, EngineDrainingError, VdiffValidationError
 from vdiff.sampling_params import SamplingParams
 
@@ -71,6 +72,10 @@ class AsyncLLMEngine(EngineClient):
         self._dead_error: BaseException | None = None
         self._draining = False
         self._stopping = False
+        defaults = engine.input_processor.resolve(SamplingParams())
+        self._stats_publisher = StatsPublisher(
+            engine.stats, block_size=BLOCK_SIZE, kv_cache=str(getattr(defaults, "kv_cache", "none"))
+        )
         self._thread = threading.Thread(target=self._run, name="vdiff-engine", daemon=True)
         self._thread.start()
 
@@ -158,6 +163,10 @@ class AsyncLLMEngine(EngineClient):
         self._fail_streams(EngineDeadError("The engine has shut down"))
 
     # ----------------------------------------------------------- introspection
+    def get_stats_snapshot(self) -> EngineStatsSnapshot:
+        """The engine's counters and queue sizes as of its latest loop turn (built on the engine thread)."""
+        return self._stats_publisher.latest
+
     @property
     def stats(self) -> EngineStats:
         return self.engine.stats
@@ -199,12 +208,16 @@ class AsyncLLMEngine(EngineClient):
             while not self._stopping:
                 self._wakeup.clear()
                 self._apply_commands()
+                self._publish_stats()
                 if not self.engine.has_unfinished_requests():
                     self._wakeup.wait(IDLE_POLL_S)
                     continue
-                for output in self.engine.step():
+                outputs = self.engine.step()
+                failures = self.engine.pop_failures()
+                self._publish_stats()  # before delivering: a client that got its output sees it counted
+                for output in outputs:
                     self._deliver(output.request_id, output)
-                for request_id, error in self.engine.pop_failures():
+                for request_id, error in failures:
                     self._deliver(request_id, error)
         except BaseException as error:  # the loop is dead: tell everyone waiting
             logger.exception("The engine loop died")
@@ -212,6 +225,16 @@ class AsyncLLMEngine(EngineClient):
             dead = EngineDeadError(f"The engine loop died: {error!r}")
             self._fail_pending_adds(dead)
             self._fail_streams(dead)
+
+    def _publish_stats(self) -> None:
+        engine = self.engine
+        self._stats_publisher.after(
+            engine.scheduler.num_running_seqs,
+            engine.scheduler.num_waiting_seqs,
+            num_preemptions=engine.num_preemptions,
+            kv_cache_usage=engine.kv_cache_usage,
+            num_gpu_blocks=engine.cache_scheduler.blocks.num_blocks,
+        )
 
     def _pop_commands(self) -> Iterator[_Add | _Abort]:
         """The commands queued so far, removed as they are yielded."""

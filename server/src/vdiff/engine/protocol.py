@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from vdiff.config import EngineConfig
     from vdiff.engine.outputs import RequestOutput
+    from vdiff.engine.stats import EngineStatsSnapshot
     from vdiff.sampling_params import SamplingParams
     from vdiff.tokenizer import TokenizerInfo
 
@@ -48,3 +49,7 @@ class EngineClient(ABC):
 
     @abstractmethod
     async def shutdown(self) -> None: ...
+
+    def get_stats_snapshot(self) -> EngineStatsSnapshot | None:
+        """The engine's counters and queue sizes, safe to read from any thread (None: not reported)."""
+        return None

@@ -16,7 +16,7 @@ from starlette.datastructures import State
 
 from vdiff.config import EngineConfig
 from vdiff.engine.protocol import EngineClient
-from vdiff.entrypoints import health
+from vdiff.entrypoints import health, invocations, unsupported
 from vdiff.entrypoints.body_limit import RequestBodyLimit
 from vdiff.entrypoints.frontend_args import FrontendArgs
 from vdiff.entrypoints.middleware import add_frontend_middleware
@@ -32,7 +32,7 @@ from vdiff.entrypoints.openai.tokenize.serving import OpenAIServingTokenization
 from vdiff.entrypoints.server_state import ServerState
 from vdiff.entrypoints.stats import bind_engine_stats, log_stats_forever
 from vdiff.errors import EngineDeadError
-from vdiff.metrics import ServerMetrics
+from vdiff.metrics import ServerMetrics, instrument_app
 
 logger = logging.getLogger(__name__)
 
@@ -61,11 +61,21 @@ def build_app(args: FrontendArgs) -> FastAPI:
     if args.disable_fastapi_docs:
         docs = {"openapi_url": None, "docs_url": None, "redoc_url": None}
     app = FastAPI(title="vdiff", lifespan=lifespan, root_path=args.root_path or "", **docs)  # type: ignore[arg-type]
-    for router_module in (health, models_router, completion_router, chat_router, tokenize_router):
+    routers = (
+        health,
+        models_router,
+        completion_router,
+        chat_router,
+        tokenize_router,
+        invocations,
+        unsupported,
+    )
+    for router_module in routers:
         app.include_router(router_module.router)
     register_exception_handlers(app)
     app.add_middleware(RequestBodyLimit, max_body_bytes=args.max_request_body_bytes)
     add_frontend_middleware(app, args)
+    instrument_app(app)
     return app
 
 

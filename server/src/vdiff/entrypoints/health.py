@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
+from prometheus_client import generate_latest
 
 from vdiff.entrypoints.openai.errors import error_response
 from vdiff.entrypoints.server_state import ServerState, get_server_state
 from vdiff.errors import EngineDeadError, EngineDrainingError
-from vdiff.metrics import CONTENT_TYPE
+from vdiff.metrics import CONTENT_TYPE, http_metrics_registry
 from vdiff.version import __version__
 
 router = APIRouter()
@@ -37,6 +38,10 @@ async def show_version() -> JSONResponse:
 
 
 @router.get("/metrics")
-async def metrics(state: ServerState = Depends(get_server_state)) -> Response:
-    state.stats_poller.poll()
-    return Response(content=state.metrics.render(), media_type=CONTENT_TYPE)
+async def metrics(request: Request, state: ServerState = Depends(get_server_state)) -> Response:
+    """vLLM's metrics, the engine's snapshot read now, plus the HTTP metrics when instrument_app() ran."""
+    body = state.metrics.render()
+    http_registry = http_metrics_registry(request.app)
+    if http_registry is not None:
+        body += generate_latest(http_registry)
+    return Response(content=body, media_type=CONTENT_TYPE)

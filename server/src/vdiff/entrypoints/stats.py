@@ -1,13 +1,15 @@
-"""Feeds engine-side numbers (queue sizes, per-step batch sizes) into the metrics; logs them periodically."""
+"""Binds the metrics to the engine's stats snapshots (EngineClient.get_stats_snapshot); the stats log."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from vdiff.engine.protocol import EngineClient
-from vdiff.metrics import SchedulerSnapshot, ServerMetrics, StepStats
+from vdiff.engine.stats import EngineStatsSnapshot
+from vdiff.entrypoints.openai.serving_base import engine_max_model_len
+from vdiff.metrics import ServerMetrics
 
 if TYPE_CHECKING:
     from vdiff.entrypoints.server_state import ServerState
@@ -15,63 +17,23 @@ if TYPE_CHECKING:
 logger = logging.getLogger("vdiff.stats")
 
 
-def _core_engine(engine: EngineClient) -> Any:
-    """The synchronous LLMEngine behind an EngineClient (it owns .scheduler and .stats), if reachable."""
-    for candidate in (getattr(engine, "engine", None), engine):
-        if candidate is not None and hasattr(candidate, "scheduler") and hasattr(candidate, "stats"):
-            return candidate
-    return None
-
-
 class EngineStatsPoller:
-    """Turns the engine's plain counters into metric observations; poll() before each scrape."""
+    """The engine's latest stats snapshot, for the metrics (read at scrape time) and the stats log line.
+
+    Only the EngineClient interface is used: the snapshot is built on the engine thread."""
 
     def __init__(self, engine: EngineClient, metrics: ServerMetrics) -> None:
-        self.core = _core_engine(engine)
+        self.engine = engine
         self.metrics = metrics
-        self.steps_seen = 0
-        self.committed_seen = 0
-        self.drafts_seen = (0, 0, 0)
-        self.accepted_per_position_seen: list[int] = []
-        if self.core is not None:
-            metrics.bind_scheduler(self.snapshot)
+        self.logged = EngineStatsSnapshot()
+        """The snapshot the stats log line last reported (the next line reports the change since)."""
+        metrics.bind_engine(self.snapshot, engine_max_model_len(engine))
 
-    def snapshot(self) -> SchedulerSnapshot:
-        scheduler = self.core.scheduler
-        # The scheduler drops finished sequences only at its next schedule(); don't count them as running.
-        num_running = sum(1 for seq in list(scheduler.running) if not seq.is_finished)
-        return SchedulerSnapshot(num_running, scheduler.num_waiting_seqs)
+    def snapshot(self) -> EngineStatsSnapshot:
+        return self.engine.get_stats_snapshot() or EngineStatsSnapshot()
 
     def poll(self) -> None:
-        if self.core is None:
-            return
-        stats = self.core.stats
-        self._poll_drafts(stats)
-        num_steps, committed = stats.num_steps, stats.num_committed_tokens
-        new_steps = num_steps - self.steps_seen
-        if new_steps <= 0:
-            return
-        recent = list(stats.recent_batch_sizes)[-new_steps:]
-        tokens_per_step = (committed - self.committed_seen) / new_steps
-        self.metrics.record_steps([StepStats(size, tokens_per_step) for size in recent])
-        missed = new_steps - len(recent)  # more steps than the engine remembers: count them, sizes unknown
-        if missed > 0:
-            self.metrics.engine_steps.labels(model_name=self.metrics.model_name).inc(missed)
-        self.steps_seen, self.committed_seen = num_steps, committed
-
-    def _poll_drafts(self, stats: Any) -> None:
-        totals = (stats.num_spec_drafts, stats.num_spec_draft_tokens, stats.num_spec_accepted_tokens)
-        if totals == self.drafts_seen:
-            return
-        per_position = list(stats.num_spec_accepted_per_position)
-        seen = self.accepted_per_position_seen + [0] * (
-            len(per_position) - len(self.accepted_per_position_seen)
-        )
-        self.metrics.record_drafts(
-            *(now - before for now, before in zip(totals, self.drafts_seen, strict=True)),
-            [now - before for now, before in zip(per_position, seen, strict=True)],
-        )
-        self.drafts_seen, self.accepted_per_position_seen = totals, per_position
+        """Nothing to do: the metrics read the snapshot when they are collected (kept for callers)."""
 
 
 def bind_engine_stats(engine: EngineClient, metrics: ServerMetrics) -> EngineStatsPoller:
@@ -79,24 +41,24 @@ def bind_engine_stats(engine: EngineClient, metrics: ServerMetrics) -> EngineSta
 
 
 async def log_stats_forever(state: ServerState, interval_s: float) -> None:
-    metrics, poller = state.metrics, state.stats_poller
-    last_tokens = metrics.totals.generation_tokens
-    last_drafts = poller.drafts_seen
+    poller = state.stats_poller
     while True:
         await asyncio.sleep(interval_s)
-        poller.poll()
-        tokens = metrics.totals.generation_tokens
-        running, waiting = metrics.totals.num_running(), metrics.totals.num_waiting()
-        if tokens != last_tokens or running or waiting:
+        last, now = poller.logged, poller.snapshot()
+        tokens = now.num_generation_tokens - last.num_generation_tokens
+        prompt = now.num_prompt_tokens - last.num_prompt_tokens
+        if tokens or prompt or now.num_running_seqs or now.num_waiting_seqs:
             logger.info(
-                "generation throughput %.1f tokens/s, running %d seqs, waiting %d seqs",
-                (tokens - last_tokens) / interval_s, running, waiting,
+                "prompt throughput %.1f tokens/s, generation throughput %.1f tokens/s, running %d seqs, "
+                "waiting %d seqs",
+                prompt / interval_s, tokens / interval_s, now.num_running_seqs, now.num_waiting_seqs,
             )  # fmt: skip
-        now_drafts = poller.drafts_seen
-        drafts, draft_tokens, accepted = (a - b for a, b in zip(now_drafts, last_drafts, strict=True))
+        drafts = now.num_spec_drafts - last.num_spec_drafts
+        draft_tokens = now.num_spec_draft_tokens - last.num_spec_draft_tokens
+        accepted = now.num_spec_accepted_tokens - last.num_spec_accepted_tokens
         if drafts:
             logger.info(
                 "APD drafts: mean acceptance length %.2f, accepted %d of %d drafted tokens (%.1f %%)",
                 1 + accepted / drafts, accepted, draft_tokens, 100 * accepted / max(draft_tokens, 1),
             )  # fmt: skip
-        last_tokens, last_drafts = tokens, now_drafts
+        poller.logged = now

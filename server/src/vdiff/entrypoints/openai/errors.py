@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -18,9 +19,25 @@ logger = logging.getLogger(__name__)
 
 
 class ModelNotFoundError(LookupError):
-    def __init__(self, model: str) -> None:
-        super().__init__(f"The model `{model}` does not exist.")
+    """vLLM's 404 for an unknown model name, with the served names (its "Valid aliases")."""
+
+    def __init__(self, model: str, served_model_names: Sequence[str] = ()) -> None:
+        message = f"The model `{model}` does not exist."
+        if served_model_names:
+            message += f" Valid aliases: {', '.join(served_model_names)}."
+        super().__init__(message)
         self.model = model
+        self.served_model_names = list(served_model_names)
+
+
+class EndpointNotSupportedError(LookupError):
+    """A vLLM / OpenAI route vdiff does not serve (the Responses API): a 404 that says what is served."""
+
+    def __init__(self, what: str, supported: Sequence[str], hint: str = "") -> None:
+        super().__init__(
+            f"{what} is not supported by vdiff (a diffusion LLM server){'; ' + hint if hint else ''}. "
+            f"Supported endpoints: {', '.join(supported)}."
+        )
 
 
 class AuthenticationError(PermissionError):
@@ -87,6 +104,8 @@ def error_info_for(error: BaseException) -> tuple[int, dict[str, Any]]:
         return _info(HTTPStatus.BAD_REQUEST, message, param)
     if isinstance(error, ModelNotFoundError):
         return _info(HTTPStatus.NOT_FOUND, str(error), "model")
+    if isinstance(error, EndpointNotSupportedError):
+        return _info(HTTPStatus.NOT_FOUND, str(error))
     if isinstance(error, AuthenticationError):
         return _info(HTTPStatus.UNAUTHORIZED, str(error))
     if isinstance(error, QueueFullError):
@@ -120,7 +139,8 @@ async def _handle(_: Request, error: Exception) -> JSONResponse:
 
 def register_exception_handlers(app: FastAPI) -> None:
     for error_type in (
-        VdiffValidationError, RequestValidationError, ModelNotFoundError, AuthenticationError, QueueFullError,
-        EngineDrainingError, EngineDeadError, StarletteHTTPException, Exception,
+        VdiffValidationError, RequestValidationError, ModelNotFoundError, EndpointNotSupportedError,
+        AuthenticationError, QueueFullError, EngineDrainingError, EngineDeadError, StarletteHTTPException,
+        Exception,
     ):  # fmt: skip
         app.add_exception_handler(error_type, _handle)

@@ -17,7 +17,7 @@ from vdiff.engine.protocol import EngineClient
 from vdiff.entrypoints.openai.common import ErrorInfo, ErrorResponse, SamplingRequest
 from vdiff.entrypoints.openai.errors import ModelNotFoundError, error_info_for
 from vdiff.entrypoints.openai.logprobs import TokenNamer
-from vdiff.errors import VdiffValidationError
+from vdiff.errors import EngineDeadError, EngineDrainingError, QueueFullError, VdiffValidationError
 from vdiff.metrics import FinishedRequest, ServerMetrics
 from vdiff.sampling_params import SamplingParams
 
@@ -38,11 +38,16 @@ class PromptJob:
 
 @dataclass(slots=True)
 class RequestTracker:
-    """Times one engine request from the HTTP layer's view (first committed token, frontier advances)."""
+    """Times one engine request from the HTTP layer's view and observes TTFT / inter-token latency live.
 
+    First token = the first output that advances a commit frontier; each later advance of k tokens, t
+    seconds after the previous one, is k inter-token observations of t / k (docs/metrics.md)."""
+
+    metrics: ServerMetrics | None = None
     arrival_time: float = field(default_factory=time.monotonic)
     first_token_time: float | None = None
     last_advance_time: float | None = None
+    last_advance_wall_time: float | None = None
     token_latencies: list[float] = field(default_factory=list)
 
     def observe(self, output: RequestOutput) -> None:
@@ -50,11 +55,23 @@ class RequestTracker:
         if num_new == 0:
             return
         now = time.monotonic()
+        self.last_advance_wall_time = time.time()
         if self.first_token_time is None:
             self.first_token_time = now
+            if self.metrics is not None:
+                self.metrics.record_first_token(now - self.arrival_time)
         elif self.last_advance_time is not None:
-            self.token_latencies.extend([(now - self.last_advance_time) / num_new] * num_new)
+            per_token = (now - self.last_advance_time) / num_new
+            self.token_latencies.extend([per_token] * num_new)
+            if self.metrics is not None:
+                self.metrics.record_inter_token(per_token, num_new)
         self.last_advance_time = now
+
+
+ADMISSION_ERRORS: tuple[type[BaseException], ...] = (
+    VdiffValidationError, QueueFullError, EngineDrainingError, EngineDeadError,
+)  # fmt: skip
+"""Refused before the engine took the request (or no engine left): not counted as a finished request."""
 
 
 def engine_max_model_len(engine: EngineClient) -> int | None:
@@ -89,7 +106,7 @@ class OpenAIServing:
         if requested is None or requested == "":
             return self.served_model_names[0]
         if requested not in self.served_model_names:
-            raise ModelNotFoundError(requested)
+            raise ModelNotFoundError(requested, self.served_model_names)
         return requested
 
     @property
@@ -224,8 +241,9 @@ class OpenAIServing:
     # Engine calls.
     async def generate(self, job: PromptJob) -> AsyncIterator[RequestOutput]:
         """Stream the engine's outputs, record metrics at the end, and abort if the consumer goes away."""
-        tracker = RequestTracker()
+        tracker = RequestTracker(self.metrics)
         final: RequestOutput | None = None
+        failure: BaseException | None = None
         if self.log_requests:
             logger.info(
                 "request %s: %d prompt tokens, params %s",
@@ -239,14 +257,19 @@ class OpenAIServing:
                 final = output
                 yield output
         except VdiffValidationError as error:
+            failure = error
             if error.param not in job.param_names:
                 raise
             raise VdiffValidationError(error.message, job.param_names[error.param]) from error
+        except Exception as error:
+            failure = error
+            raise
         finally:
             # No await in here: under anyio (Starlette streaming) a cancelled scope re-cancels every await.
             if final is None or not final.finished:
                 self._abort_in_background(job.request_id)
-            if final is not None:
+            if final is not None or not isinstance(failure, ADMISSION_ERRORS):
+                # no output yet: cancelled (client gone) = abort, an engine failure = error
                 self.metrics.record_finished(
                     FinishedRequest(
                         arrival_time=tracker.arrival_time,
@@ -255,8 +278,9 @@ class OpenAIServing:
                         max_tokens=job.params.max_tokens,
                         n=job.params.n,
                         first_token_time=tracker.first_token_time,
-                        token_latencies=tracker.token_latencies,
                         final_output=final,
+                        finished_reason="abort" if failure is None else "error",
+                        last_advance_wall_time=tracker.last_advance_wall_time,
                     )
                 )
 

@@ -118,6 +118,12 @@ class ChatCompletionRequest(SamplingRequest):
             return False
         return self.add_generation_prompt
 
+    @property
+    def response_role(self) -> str:
+        """vLLM's get_chat_request_role: "assistant" unless add_generation_prompt is false, where the
+        reply continues the last message and takes its role."""
+        return "assistant" if self.add_generation_prompt else self.messages[-1].role
+
     def conversation(self) -> list[dict[str, str]]:
         return [{"role": message.role, "content": message.text()} for message in self.messages]
 
@@ -137,7 +143,7 @@ class ChatCompletionLogProbs(OpenAIBaseModel):
 
 
 class ChatMessageOut(OpenAIBaseModel):
-    role: Literal["assistant"] = "assistant"
+    role: str = "assistant"
     content: str
 
 
@@ -162,7 +168,10 @@ class ChatCompletionResponse(OpenAIBaseModel):
 
 
 class DeltaMessage(OpenAIBaseModel):
-    role: Literal["assistant"] | None = None
+    """Streamed with only the fields set (streaming.sse_data): {"role": ..., "content": ""} first, then
+    {"content": ...}; never "role": null."""
+
+    role: str | None = None
     content: str | None = None
 
 

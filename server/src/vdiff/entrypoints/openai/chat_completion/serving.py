@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,16 +19,10 @@ from vdiff.entrypoints.openai.chat_completion.protocol import (
     ChatMessageOut,
     DeltaMessage,
 )
-from vdiff.entrypoints.openai.common import UsageInfo, random_id, usage_counts
+from vdiff.entrypoints.openai.common import UsageInfo, random_id, unix_time, usage_counts
 from vdiff.entrypoints.openai.logprobs import TokenNamer, chat_logprobs
-from vdiff.entrypoints.openai.serving_base import (
-    SSE_DONE,
-    OpenAIServing,
-    PromptJob,
-    first_outputs,
-    sse_error,
-    sse_event,
-)
+from vdiff.entrypoints.openai.serving_base import SSE_DONE, OpenAIServing, PromptJob, sse_error
+from vdiff.entrypoints.openai.streaming import FirstOutputs, sse_data
 from vdiff.entrypoints.openai.text_input import check_text
 from vdiff.errors import VdiffValidationError
 
@@ -46,8 +41,10 @@ class ChatJob:
     response_id: str
     job: PromptJob
     prompt_text: str
+    role: str
+    """The role of the reply: "assistant", or with add_generation_prompt false the last message's (vLLM)."""
     echo: str
-    """The last message's content when echo is set and it is the assistant's, else ""."""
+    """The last message's content when echo is set and its role is the reply's, else ""."""
 
 
 class OpenAIServingChat(OpenAIServing):
@@ -70,10 +67,11 @@ class OpenAIServingChat(OpenAIServing):
             random_id("chatcmpl"), prompt_ids, request, DEFAULT_CHAT_MAX_TOKENS, CHAT_PARAM_NAMES
         )
         conversation = request.conversation()
+        role = request.response_role
         echo = ""
-        if request.echo and conversation and conversation[-1]["role"] == "assistant":
+        if request.echo and conversation and conversation[-1]["role"] == role:
             echo = conversation[-1]["content"] or ""
-        return model_name, ChatJob(request.response_id("chatcmpl"), job, prompt_text, echo)
+        return model_name, ChatJob(request.response_id("chatcmpl"), job, prompt_text, role, echo)
 
     def _template_kwargs(self, request: ChatCompletionRequest) -> dict[str, Any]:
         kwargs = dict(request.chat_template_kwargs or {})
@@ -125,7 +123,7 @@ class OpenAIServingChat(OpenAIServing):
         choices = [
             ChatCompletionChoice(
                 index=choice.index,
-                message=ChatMessageOut(content=chat.echo + choice.text),
+                message=ChatMessageOut(role=chat.role, content=chat.echo + choice.text),
                 logprobs=self._logprobs(namer, choice, new=False),
                 finish_reason=choice.finish_reason,
                 stop_reason=choice.stop_reason,
@@ -143,69 +141,81 @@ class OpenAIServingChat(OpenAIServing):
         )
 
     async def start_stream(self, request: ChatCompletionRequest) -> AsyncIterator[str]:
-        """Admit the request (errors raise here, before headers), then return the SSE body iterator."""
+        """Admit the request (errors found within ADMISSION_WAIT_S raise here, before headers), then
+        return the SSE body iterator, which sends the role chunk at once."""
         model_name, chat = await self.prepare(request)
-        stream = self.generate(chat.job)
-        (first,) = await first_outputs([stream])
-        return self._stream(request, model_name, chat, stream, first)
+        firsts = FirstOutputs([self.generate(chat.job)])
+        await firsts.admit()
+        return self._stream(request, model_name, chat, firsts)
 
     async def _stream(
-        self,
-        request: ChatCompletionRequest,
-        model_name: str,
-        chat: ChatJob,
-        stream: AsyncIterator[RequestOutput],
-        first: RequestOutput | None,
+        self, request: ChatCompletionRequest, model_name: str, chat: ChatJob, firsts: FirstOutputs
     ) -> AsyncIterator[str]:
-        final = first
+        """vLLM's chunks: per choice a role chunk, the echo, then one chunk per frontier advance; each
+        carries only the fields vLLM sets (streaming.sse_data)."""
+        (stream,) = firsts.streams
         num_prompt = len(chat.job.prompt_token_ids)
-        continuous = request.include_continuous_usage
         namer = self.token_namer(request) if request.logprobs else None
+        chunk = functools.partial(
+            ChatCompletionStreamResponse,
+            id=chat.response_id,
+            object="chat.completion.chunk",
+            created=unix_time(),
+            model=model_name,
+        )
         try:
-            role_chunk = ChatCompletionStreamResponse(
-                id=chat.response_id,
-                model=model_name,
-                choices=[
-                    ChatCompletionStreamChoice(index=index, delta=DeltaMessage(role="assistant", content=""))
-                    for index in range(request.n)
-                ],
-                usage=usage_counts(num_prompt, 0) if continuous else None,
-                prompt_token_ids=list(chat.job.prompt_token_ids) if request.return_token_ids else None,
-                prompt_text=chat.prompt_text if request.return_prompt_text else None,
-            )
-            yield sse_event(role_chunk)
+            for index in range(request.n):
+                role_chunk = chunk(
+                    choices=[
+                        ChatCompletionStreamChoice(
+                            index=index,
+                            delta=DeltaMessage(role=chat.role, content=""),
+                            logprobs=None,
+                            finish_reason=None,
+                        )
+                    ],
+                    prompt_token_ids=list(chat.job.prompt_token_ids) if request.return_token_ids else None,
+                    prompt_text=chat.prompt_text if request.return_prompt_text else None,
+                )
+                if request.include_continuous_usage:
+                    role_chunk.usage = usage_counts(num_prompt, 0)
+                yield sse_data(role_chunk)
             if chat.echo:
                 for index in range(request.n):
-                    echo_chunk = ChatCompletionStreamResponse(
-                        id=chat.response_id,
-                        model=model_name,
+                    echo_chunk = chunk(
                         choices=[
-                            ChatCompletionStreamChoice(index=index, delta=DeltaMessage(content=chat.echo))
-                        ],
-                        usage=usage_counts(num_prompt, 0) if continuous else None,
+                            ChatCompletionStreamChoice(
+                                index=index,
+                                delta=DeltaMessage(content=chat.echo),
+                                logprobs=None,
+                                finish_reason=None,
+                            )
+                        ]
                     )
-                    yield sse_event(echo_chunk)
-            if first is not None:
-                for chunk in self._chunks(request, chat, model_name, first, namer):
-                    yield chunk
+                    if request.include_continuous_usage:
+                        echo_chunk.usage = usage_counts(num_prompt, 0)
+                    yield sse_data(echo_chunk)
+            (final,) = await firsts.results()
+            if final is not None:
+                for data in self._chunks(request, chat, chunk, final, namer):
+                    yield data
             async for output in stream:
                 final = output
-                for chunk in self._chunks(request, chat, model_name, output, namer):
-                    yield chunk
+                for data in self._chunks(request, chat, chunk, output, namer):
+                    yield data
             if request.include_usage_in_stream and final is not None:
-                usage_chunk = ChatCompletionStreamResponse(
-                    id=chat.response_id, model=model_name, choices=[], usage=usage_of(chat.job, final)
-                )
-                yield sse_event(usage_chunk)
+                yield sse_data(chunk(choices=[], usage=usage_of(chat.job, final)), exclude_none=True)
         except Exception as error:  # the stream already started: report in-band, like vLLM
             yield sse_error(error)
+        finally:
+            firsts.cancel()
         yield SSE_DONE
 
     def _chunks(
         self,
         request: ChatCompletionRequest,
         chat: ChatJob,
-        model_name: str,
+        chunk: Callable[..., ChatCompletionStreamResponse],
         output: RequestOutput,
         namer: TokenNamer | None,
     ) -> list[str]:
@@ -215,26 +225,21 @@ class OpenAIServingChat(OpenAIServing):
             new_ids = choice.new_token_ids
             if not choice.new_text and not (new_ids and carries_tokens) and choice.finish_reason is None:
                 continue
-            delta = DeltaMessage(content=choice.new_text) if choice.new_text else DeltaMessage()
-            usage = None
+            # vLLM: an empty delta only when the choice finished without producing a single token.
+            delta = DeltaMessage(content=choice.new_text) if choice.token_ids else DeltaMessage()
+            fields: dict[str, Any] = {
+                "index": choice.index,
+                "delta": delta,
+                "logprobs": self._logprobs(namer, choice, new=True),
+                "finish_reason": choice.finish_reason,
+                "token_ids": list(new_ids) if request.return_token_ids else None,
+            }
+            if choice.finish_reason is not None:
+                fields["stop_reason"] = choice.stop_reason
+            data = chunk(choices=[ChatCompletionStreamChoice(**fields)])
             if request.include_continuous_usage:
-                usage = usage_counts(len(chat.job.prompt_token_ids), len(choice.token_ids))
-            chunk = ChatCompletionStreamResponse(
-                id=chat.response_id,
-                model=model_name,
-                choices=[
-                    ChatCompletionStreamChoice(
-                        index=choice.index,
-                        delta=delta,
-                        logprobs=self._logprobs(namer, choice, new=True),
-                        finish_reason=choice.finish_reason,
-                        stop_reason=choice.stop_reason,
-                        token_ids=list(new_ids) if request.return_token_ids else None,
-                    )
-                ],
-                usage=usage,
-            )
-            chunks.append(sse_event(chunk))
+                data.usage = usage_counts(len(chat.job.prompt_token_ids), len(choice.token_ids))
+            chunks.append(sse_data(data))
         return chunks
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 from vdiff.engine.outputs import RequestOutput
 from vdiff.engine.protocol import EngineClient
-from vdiff.entrypoints.openai.common import UsageInfo, random_id, usage_counts
+from vdiff.entrypoints.openai.common import UsageInfo, random_id, unix_time, usage_counts
 from vdiff.entrypoints.openai.completion.protocol import (
     CompletionRequest,
     CompletionResponse,
@@ -22,12 +22,11 @@ from vdiff.entrypoints.openai.serving_base import (
     SSE_DONE,
     OpenAIServing,
     PromptJob,
-    first_outputs,
     gather_or_cancel,
     merge_streams,
     sse_error,
-    sse_event,
 )
+from vdiff.entrypoints.openai.streaming import FirstOutputs, sse_data
 from vdiff.entrypoints.openai.text_input import encode_text
 from vdiff.errors import VdiffValidationError
 from vdiff.metrics import ServerMetrics
@@ -115,44 +114,49 @@ class OpenAIServingCompletion(OpenAIServing):
         )
 
     async def start_stream(self, request: CompletionRequest) -> AsyncIterator[str]:
-        """Admit every prompt (errors raise here, before headers), then return the SSE body iterator."""
+        """Admit every prompt (errors found within ADMISSION_WAIT_S raise here, before headers), then
+        return the SSE body iterator: the headers go out at once, the first chunk with the first text."""
         model_name, batch = await self.prepare(request)
-        streams = [self.generate(job) for job in batch.jobs]
-        firsts = await first_outputs(streams)
-        return self._stream(request, model_name, batch, streams, firsts)
+        firsts = FirstOutputs([self.generate(job) for job in batch.jobs])
+        await firsts.admit()
+        return self._stream(request, model_name, batch, firsts)
 
     async def _stream(
-        self,
-        request: CompletionRequest,
-        model_name: str,
-        batch: CompletionJobs,
-        streams: list[AsyncIterator[RequestOutput]],
-        firsts: list[RequestOutput | None],
+        self, request: CompletionRequest, model_name: str, batch: CompletionJobs, firsts: FirstOutputs
     ) -> AsyncIterator[str]:
-        finals: list[RequestOutput | None] = list(firsts)
+        """vLLM's chunks: one per choice and frontier advance, with every choice field (null included)
+        and usage only when asked; the usage chunk without its null fields."""
         state = _StreamState(self.token_namer(request) if request.logprobs is not None else None)
+        chunk = functools.partial(
+            CompletionStreamResponse,
+            id=batch.response_id,
+            object="text_completion",
+            created=unix_time(),
+            model=model_name,
+        )
         try:
-            for index, first in enumerate(firsts):
+            finals: list[RequestOutput | None] = await firsts.results()
+            for index, first in enumerate(finals):
                 if first is not None:
-                    for chunk in self._chunks(request, model_name, batch, index, first, state):
-                        yield chunk
-            async for index, output in merge_streams(streams):
+                    for data in self._chunks(request, chunk, batch, index, first, state):
+                        yield data
+            async for index, output in merge_streams(firsts.streams):
                 finals[index] = output
-                for chunk in self._chunks(request, model_name, batch, index, output, state):
-                    yield chunk
+                for data in self._chunks(request, chunk, batch, index, output, state):
+                    yield data
             if request.include_usage_in_stream:
                 usage = usage_of(batch.jobs, [final for final in finals if final is not None])
-                yield sse_event(
-                    CompletionStreamResponse(id=batch.response_id, model=model_name, choices=[], usage=usage)
-                )
+                yield sse_data(chunk(choices=[], usage=usage), exclude_none=True)
         except Exception as error:  # the stream already started: report in-band, like vLLM
             yield sse_error(error)
+        finally:
+            firsts.cancel()
         yield SSE_DONE
 
     def _chunks(
         self,
         request: CompletionRequest,
-        model_name: str,
+        chunk: Callable[..., CompletionStreamResponse],
         batch: CompletionJobs,
         prompt_index: int,
         output: RequestOutput,
@@ -174,12 +178,7 @@ class OpenAIServingCompletion(OpenAIServing):
                 offset = state.offsets.get(index, 0)
                 logprobs = completion_logprobs(choice.new_logprobs or [], state.namer, offset)
                 state.offsets[index] = next_text_offset(logprobs, offset)
-            usage = None
-            if request.include_continuous_usage:
-                usage = usage_counts(len(job.prompt_token_ids), len(choice.token_ids))
-            chunk = CompletionStreamResponse(
-                id=batch.response_id,
-                model=model_name,
+            data = chunk(
                 choices=[
                     CompletionStreamChoice(
                         index=index,
@@ -192,10 +191,11 @@ class OpenAIServingCompletion(OpenAIServing):
                         else None,
                         token_ids=list(new_ids) if request.return_token_ids else None,
                     )
-                ],
-                usage=usage,
+                ]
             )
-            chunks.append(sse_event(chunk))
+            if request.include_continuous_usage:
+                data.usage = usage_counts(len(job.prompt_token_ids), len(choice.token_ids))
+            chunks.append(sse_data(data))
         return chunks
 
 

@@ -1,4 +1,4 @@
-"""HTTP wiring of POST /tokenize and POST /detokenize (vLLM serves them outside /v1)."""
+"""HTTP wiring of POST /tokenize, POST /detokenize and GET /tokenizer_info (vLLM serves them outside /v1)."""
 
 from __future__ import annotations
 
@@ -20,3 +20,8 @@ async def tokenize(body: TokenizeRequest, state: ServerState = Depends(get_serve
 @router.post("/detokenize")
 async def detokenize(body: DetokenizeRequest, state: ServerState = Depends(get_server_state)) -> JSONResponse:
     return JSONResponse((await state.tokenization.detokenize(body)).model_dump())
+
+
+@router.get("/tokenizer_info")
+async def tokenizer_info(state: ServerState = Depends(get_server_state)) -> JSONResponse:
+    return JSONResponse(state.tokenization.tokenizer_info().model_dump())
