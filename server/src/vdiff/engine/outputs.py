@@ -14,6 +14,8 @@ class TokenLogprob:
     token_id: int
     logprob: float
     top: tuple[tuple[int, float], ...] = ()
+    rank: int | None = None
+    """1 + the tokens more likely than this one (prompt scoring computes it, as vLLM reports it)."""
 
 
 @dataclass(slots=True)
@@ -33,6 +35,9 @@ class CompletionOutput:
     """Aligned with token_ids when the request asked for logprobs, else None."""
     new_logprobs: list[TokenLogprob] | None = None
     """Aligned with new_token_ids."""
+    stop_logprob: TokenLogprob | None = None
+    """The end token's (EOS or a stop token id) that finished the choice, which token_ids leave out; vLLM
+    lists it with the generated tokens (lm-eval's echo scoring slices it off)."""
 
     @property
     def finished(self) -> bool:

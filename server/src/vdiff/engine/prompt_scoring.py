@@ -61,11 +61,13 @@ class PromptScorer:
         logits = result.logits[diagonal, diagonal]
         normalizer = torch.logsumexp(logits, dim=-1, keepdim=True)
         tokens = seq.canvas[scored].to(logits.device)
-        chosen = (logits.gather(-1, tokens[:, None]) - normalizer).squeeze(-1).tolist()
+        chosen_logits = logits.gather(-1, tokens[:, None])
+        ranks = ((logits > chosen_logits).sum(dim=-1) + 1).tolist()
+        chosen = (chosen_logits - normalizer).squeeze(-1).tolist()
         width = seq.params.prompt_logprobs or 0
         top_values, top_ids = logits.topk(width, dim=-1) if width else (logits[:, :0], logits[:, :0])
         top_values, top_ids = (top_values - normalizer).tolist(), top_ids.long().tolist()
         for row, token in enumerate(tokens.tolist()):
             top = tuple(zip(top_ids[row], top_values[row], strict=True))
-            seq.prompt_logprobs.append(TokenLogprob(token, chosen[row], top))
+            seq.prompt_logprobs.append(TokenLogprob(token, chosen[row], top, ranks[row]))
         seq.num_scored += scored.numel()

@@ -27,10 +27,12 @@ class Request:
         outputs = []
         for seq in self.seqs:
             new_token_ids, new_text = deltas.get(seq.index, ([], ""))
-            logprobs = new_logprobs = None
+            logprobs = new_logprobs = stop_logprob = None
             if seq.token_logprobs is not None:
                 logprobs = [seq.token_logprobs[i] for i in range(len(seq.output_token_ids))]
                 new_logprobs = logprobs[len(logprobs) - len(new_token_ids) :]
+                if seq.finish_reason == "stop" and not isinstance(seq.stop_reason, str):
+                    stop_logprob = seq.token_logprobs.get(len(seq.output_token_ids))
             outputs.append(
                 CompletionOutput(
                     index=seq.index,
@@ -42,6 +44,7 @@ class Request:
                     stop_reason=seq.stop_reason,
                     logprobs=logprobs,
                     new_logprobs=new_logprobs,
+                    stop_logprob=stop_logprob,
                 )
             )
         self.stats.num_denoising_steps = sum(seq.stats.num_denoising_steps for seq in self.seqs)

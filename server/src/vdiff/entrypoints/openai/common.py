@@ -56,6 +56,14 @@ class UsageInfo(OpenAIBaseModel):
     total_tokens: int = 0
 
 
+class PromptLogprob(OpenAIBaseModel):
+    """vLLM's prompt_logprobs entry (a dict of these, keyed by token id, per prompt position)."""
+
+    logprob: float
+    rank: int | None = None
+    decoded_token: str | None = None
+
+
 class StreamOptions(OpenAIBaseModel):
     include_usage: bool | None = False
     continuous_usage_stats: bool | None = False
@@ -135,6 +143,13 @@ class SamplingRequest(KnobFields):  # type: ignore[misc, valid-type]
     def check_supported(self) -> None:
         field_rules.check_refused(self, (*field_rules.SHARED, *self.refused_fields, *field_rules.REMOVED))
         check_text(self.request_id, "request_id")
+        if self.stream and self.requested_prompt_logprobs() is not None:
+            param = "prompt_logprobs" if self.prompt_logprobs is not None else "echo"
+            raise VdiffValidationError(field_rules.PROMPT_SCORING_STREAM, param)
+        if self.prompt_logprobs is not None and self.prompt_logprobs < 0:
+            raise VdiffValidationError(
+                f"prompt_logprobs must be >= 0, got {self.prompt_logprobs}", "prompt_logprobs"
+            )
         if self.best_of is not None and self.best_of != self.n:
             raise VdiffValidationError(
                 "best_of must equal n: vdiff returns every generation and does not rank candidates", "best_of"
@@ -169,6 +184,7 @@ class SamplingRequest(KnobFields):  # type: ignore[misc, valid-type]
             "skip_special_tokens": self.skip_special_tokens,
             "spaces_between_special_tokens": self.spaces_between_special_tokens,
             "logprobs": self.requested_logprobs(),
+            "prompt_logprobs": self.requested_prompt_logprobs(),
         }
         for name in (*KNOBS_BY_NAME, "seed", "logit_bias", "allowed_token_ids", "bad_words"):
             value = getattr(self, name)
@@ -181,6 +197,9 @@ class SamplingRequest(KnobFields):  # type: ignore[misc, valid-type]
         if self.stop_token_ids is not None:
             values["stop_token_ids"] = list(self.stop_token_ids)
         return SamplingParams(**values)
+
+    def requested_prompt_logprobs(self) -> int | None:
+        return self.prompt_logprobs
 
     @property
     def include_usage_in_stream(self) -> bool:

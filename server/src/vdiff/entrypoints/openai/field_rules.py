@@ -41,9 +41,7 @@ class Refused:
     allowed: Callable[[Any], bool] = unset
 
 
-PROMPT_SCORING = (
-    "prompt scoring is not implemented yet (the engine returns logprobs of generated tokens only)"
-)
+PROMPT_SCORING_STREAM = "prompt logprobs are not supported with stream=true (as vLLM)"
 STRUCTURED = "structured outputs (JSON schema, regex, choice, grammar) are not supported yet"
 TOOLS = "tool calling is not supported yet (no tool-call parser)"
 
@@ -55,7 +53,6 @@ SHARED: tuple[Refused, ...] = (
     Refused("priority", "priority scheduling is not supported: requests are scheduled first come, first "
             "served", equals(0)),
     Refused("watermarking", "no watermark is configured: vdiff has no output watermarking"),
-    Refused("prompt_logprobs", PROMPT_SCORING, lambda value: value is None),
     Refused("logprob_token_ids", "logprobs of chosen token ids are not supported; use logprobs"),
     Refused("structured_outputs", STRUCTURED, lambda value: value is None),
     Refused("response_format", STRUCTURED + "; only {\"type\": \"text\"} is accepted", _text_format),

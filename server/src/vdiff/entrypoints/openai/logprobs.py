@@ -16,6 +16,7 @@ from vdiff.entrypoints.openai.chat_completion.protocol import (
     ChatCompletionLogProbs,
     ChatCompletionLogProbsContent,
 )
+from vdiff.entrypoints.openai.common import PromptLogprob
 from vdiff.entrypoints.openai.completion.protocol import CompletionLogProbs
 from vdiff.tokenizer import TokenizerInfo
 
@@ -94,3 +95,43 @@ def chat_logprobs(entries: Sequence[TokenLogprob], name: TokenNamer) -> ChatComp
             )
         )
     return ChatCompletionLogProbs(content=content)
+
+
+def prompt_logprobs(entries: Sequence[TokenLogprob | None] | None, name: TokenNamer) -> list | None:
+    """vLLM's prompt_logprobs: per prompt position None (the first) or {token id: logprob, rank, text},
+    the prompt token first, then the most likely alternatives."""
+    if entries is None:
+        return None
+    result: list[dict[int, PromptLogprob] | None] = []
+    for entry in entries:
+        if entry is None:
+            result.append(None)
+            continue
+        ranked = {entry.token_id: PromptLogprob(logprob=clamp(entry.logprob), rank=entry.rank,
+                                                decoded_token=name(entry.token_id))}  # fmt: skip
+        for rank, (token_id, logprob) in enumerate(most_likely_first(entry), start=1):
+            ranked.setdefault(
+                token_id, PromptLogprob(logprob=clamp(logprob), rank=rank, decoded_token=name(token_id))
+            )
+        result.append(ranked)
+    return result
+
+
+def echo_logprobs(
+    prompt_ids: Sequence[int],
+    prompt_entries: Sequence[TokenLogprob | None],
+    entries: Sequence[TokenLogprob],
+    stop_entry: TokenLogprob | None,
+    name: TokenNamer,
+) -> CompletionLogProbs:
+    """echo + logprobs: the prompt's tokens (the first without a logprob, as vLLM), the completion's, and
+    the end token that finished it (vLLM lists it: lm-eval takes [ctxlen:-1] of this list)."""
+    first = name(prompt_ids[0])
+    scored = [entry for entry in prompt_entries[1:] if entry is not None]
+    tail = [stop_entry] if stop_entry is not None else []
+    result = completion_logprobs([*scored, *entries, *tail], name, initial_text_offset=len(first))
+    result.tokens.insert(0, first)
+    result.token_logprobs.insert(0, None)
+    result.top_logprobs.insert(0, None)
+    result.text_offset.insert(0, 0)
+    return result

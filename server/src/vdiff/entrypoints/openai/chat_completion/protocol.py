@@ -10,6 +10,7 @@ from vdiff.entrypoints.openai import field_rules
 from vdiff.entrypoints.openai.common import (
     FinishReason,
     OpenAIBaseModel,
+    PromptLogprob,
     SamplingRequest,
     UsageInfo,
     unix_time,
@@ -165,6 +166,7 @@ class ChatCompletionResponse(OpenAIBaseModel):
     usage: UsageInfo
     prompt_token_ids: list[int] | None = None
     prompt_text: str | None = None
+    prompt_logprobs: list[dict[int, PromptLogprob] | None] | None = None
 
 
 class DeltaMessage(OpenAIBaseModel):

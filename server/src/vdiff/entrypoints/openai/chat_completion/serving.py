@@ -20,7 +20,7 @@ from vdiff.entrypoints.openai.chat_completion.protocol import (
     DeltaMessage,
 )
 from vdiff.entrypoints.openai.common import UsageInfo, random_id, unix_time, usage_counts
-from vdiff.entrypoints.openai.logprobs import TokenNamer, chat_logprobs
+from vdiff.entrypoints.openai.logprobs import TokenNamer, chat_logprobs, prompt_logprobs
 from vdiff.entrypoints.openai.serving_base import SSE_DONE, OpenAIServing, PromptJob, sse_error
 from vdiff.entrypoints.openai.streaming import FirstOutputs, sse_data
 from vdiff.entrypoints.openai.text_input import check_text
@@ -138,6 +138,9 @@ class OpenAIServingChat(OpenAIServing):
             usage=usage_of(chat.job, final),
             prompt_token_ids=list(chat.job.prompt_token_ids) if request.return_token_ids else None,
             prompt_text=chat.prompt_text if request.return_prompt_text else None,
+            prompt_logprobs=prompt_logprobs(final.prompt_logprobs, self.token_namer(request))
+            if request.prompt_logprobs is not None
+            else None,
         )
 
     async def start_stream(self, request: ChatCompletionRequest) -> AsyncIterator[str]:

@@ -10,6 +10,7 @@ from vdiff.entrypoints.openai import field_rules
 from vdiff.entrypoints.openai.common import (
     FinishReason,
     OpenAIBaseModel,
+    PromptLogprob,
     SamplingRequest,
     UsageInfo,
     unix_time,
@@ -40,6 +41,12 @@ class CompletionRequest(SamplingRequest):
     def requested_logprobs(self) -> int | None:
         return self.logprobs
 
+    def requested_prompt_logprobs(self) -> int | None:
+        """echo with logprobs scores the prompt too (vLLM: the prompt's logprobs lead the choice's)."""
+        if self.echo and self.logprobs is not None:
+            return max(self.logprobs, self.prompt_logprobs or 0)
+        return self.prompt_logprobs
+
     def check_supported(self) -> None:
         super().check_supported()
         if self.logprobs is not None and self.logprobs < 0:
@@ -47,10 +54,6 @@ class CompletionRequest(SamplingRequest):
                 f"logprobs must be >= 0, got {self.logprobs} (-1, the whole vocabulary, is over the "
                 "server's --max-logprobs)",
                 "logprobs",
-            )
-        if self.echo and self.logprobs is not None:
-            raise VdiffValidationError(
-                f"echo with logprobs asks for the prompt's logprobs: {field_rules.PROMPT_SCORING}", "echo"
             )
 
     def prompts(self) -> list[str | list[int]]:
@@ -82,6 +85,7 @@ class CompletionResponseChoice(OpenAIBaseModel):
     stop_reason: int | str | None = None
     prompt_token_ids: list[int] | None = None
     token_ids: list[int] | None = None
+    prompt_logprobs: list[dict[int, PromptLogprob] | None] | None = None
 
 
 class CompletionResponse(OpenAIBaseModel):

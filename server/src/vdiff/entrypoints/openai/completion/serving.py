@@ -17,7 +17,13 @@ from vdiff.entrypoints.openai.completion.protocol import (
     CompletionStreamChoice,
     CompletionStreamResponse,
 )
-from vdiff.entrypoints.openai.logprobs import TokenNamer, completion_logprobs, next_text_offset
+from vdiff.entrypoints.openai.logprobs import (
+    TokenNamer,
+    completion_logprobs,
+    echo_logprobs,
+    next_text_offset,
+    prompt_logprobs,
+)
 from vdiff.entrypoints.openai.serving_base import (
     SSE_DONE,
     OpenAIServing,
@@ -93,16 +99,33 @@ class OpenAIServingCompletion(OpenAIServing):
     async def create_completion(self, request: CompletionRequest) -> CompletionResponse:
         model_name, batch = await self.prepare(request)
         finals = await gather_or_cancel([self.last_output(job) for job in batch.jobs])
-        namer = self.token_namer(request) if request.logprobs is not None else None
+        scored = request.requested_prompt_logprobs() is not None
+        namer = self.token_namer(request) if request.logprobs is not None or scored else None
         choices = []
         for prompt_index, (job, output) in enumerate(zip(batch.jobs, finals, strict=True)):
             echo = batch.echoes[prompt_index]
             for choice in output.outputs:
+                logprobs = None
+                if namer is not None and request.logprobs is not None:
+                    logprobs = (
+                        echo_logprobs(
+                            job.prompt_token_ids,
+                            output.prompt_logprobs or [],
+                            choice.logprobs or [],
+                            choice.stop_logprob,
+                            namer,
+                        )
+                        if request.echo
+                        else completion_logprobs(choice.logprobs or [], namer)
+                    )
                 choices.append(
                     CompletionResponseChoice(
                         index=prompt_index * request.n + choice.index,
                         text=echo + choice.text,
-                        logprobs=None if namer is None else completion_logprobs(choice.logprobs or [], namer),
+                        logprobs=logprobs,
+                        prompt_logprobs=prompt_logprobs(output.prompt_logprobs, namer)
+                        if request.prompt_logprobs is not None and namer is not None
+                        else None,
                         finish_reason=choice.finish_reason,
                         stop_reason=choice.stop_reason,
                         prompt_token_ids=list(job.prompt_token_ids) if request.return_token_ids else None,
