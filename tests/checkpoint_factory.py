@@ -615,3 +615,273 @@ def make_sdar_checkpoint(
     }
     _write_json(path / "generation_config.json", generation_config or default_generation)
     return path
+
+
+LING_SPECIAL_TOKENS = ["<|startoftext|>", "<|endoftext|>", "<role>", "</role>", "<|mask|>", "<|role_end|>"]
+"""The Ling tokenizer's special tokens used by LLaDA2 / LLaDA-MoE (real ids: EOS 156892, mask 156895)."""
+
+LING_CHAT_TEMPLATE = (
+    "<role>SYSTEM</role>{%- if messages[0]['role'] == 'system' %}{{- messages[0]['content'] + '\n' }}"
+    "{%- endif %}detailed thinking off<|role_end|>"
+    "{%- for message in messages %}{%- if message['role'] != 'system' %}"
+    "{{- '<role>' + ('HUMAN' if message['role'] == 'user' else 'ASSISTANT') + '</role>' + message['content']"
+    " + '<|role_end|>' }}{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<role>ASSISTANT</role>' }}{%- endif %}"
+)
+"""LLaDA2.1's template, tools block left out: <role>SYSTEM</role>[system\\n]detailed thinking off<|role_end|>,
+then <role>HUMAN</role>{user}<|role_end|> per turn and <role>ASSISTANT</role> to generate."""
+
+
+def _write_ling_tokenizer(path: Path, max_position_embeddings: int) -> dict[str, int]:
+    tokenizer = build_tokenizer(LING_SPECIAL_TOKENS, qwen_normalizer=False)
+    ids = _write_tokenizer(
+        path,
+        tokenizer,
+        tokenizer_class="PreTrainedTokenizerFast",
+        chat_template=LING_CHAT_TEMPLATE,
+        special_roles={
+            "bos_token": "<|startoftext|>",
+            "eos_token": "<|endoftext|>",
+            "pad_token": "<|endoftext|>",
+            "mask_token": "<|mask|>",
+        },
+        model_max_length=max_position_embeddings,
+    )
+    assert_tokenizer_consistent(path)  # before config.json: its auto_map would ask to trust remote code
+    return ids
+
+
+def _swiglu_tensors(init: _Init, prefix: str, hidden: int, intermediate: int) -> dict[str, torch.Tensor]:
+    return {
+        prefix + "gate_proj.weight": init.linear(intermediate, hidden),
+        prefix + "up_proj.weight": init.linear(intermediate, hidden),
+        prefix + "down_proj.weight": init.linear(hidden, intermediate),
+    }
+
+
+def make_llada2_checkpoint(
+    path: str | Path,
+    *,
+    n_layers: int = 3,
+    hidden_size: int = 64,
+    n_heads: int = 4,
+    n_kv_heads: int = 2,
+    head_dim: int = 32,
+    partial_rotary_factor: float = 0.5,
+    intermediate_size: int = 128,
+    moe_intermediate_size: int = 32,
+    num_experts: int = 8,
+    num_experts_per_tok: int = 3,
+    num_shared_experts: int = 1,
+    n_group: int = 4,
+    topk_group: int = 2,
+    routed_scaling_factor: float = 2.5,
+    first_k_dense_replace: int = 1,
+    sharded: bool = False,
+    dtype: torch.dtype = torch.float32,
+    seed: int = 3,
+    max_position_embeddings: int = 512,
+    rope_theta: float = 600000.0,
+    block_size: int | None = None,
+    generation_config: dict | None = None,
+) -> Path:
+    """An LLaDA2.0/2.1-mini-shaped checkpoint (BailingMoeV2 tensor names: fused query_key_value, per-head
+    query/key layernorm, layer 0 dense, then a sigmoid router with `gate.expert_bias`, one tensor per expert
+    and `shared_experts`), scaled down. Like the released config.json: no block_size, no mask_token_id.
+    The expert bias is stored in fp32 (its on-disk dtype in the real files is unconfirmed)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    ids = _write_ling_tokenizer(path, max_position_embeddings)
+    vocab_size = len(ids)
+    eos_id, mask_id = ids["<|endoftext|>"], ids["<|mask|>"]
+    init = _Init(seed, dtype)
+    tensors = {"model.word_embeddings.weight": init.normal(vocab_size, hidden_size, std=1.0)}
+    for i in range(n_layers):
+        layer = f"model.layers.{i}."
+        tensors[layer + "input_layernorm.weight"] = init.norm(hidden_size)
+        tensors[layer + "post_attention_layernorm.weight"] = init.norm(hidden_size)
+        qkv_rows = (n_heads + 2 * n_kv_heads) * head_dim
+        tensors[layer + "attention.query_key_value.weight"] = init.linear(qkv_rows, hidden_size)
+        tensors[layer + "attention.query_layernorm.weight"] = init.norm(head_dim)
+        tensors[layer + "attention.key_layernorm.weight"] = init.norm(head_dim)
+        tensors[layer + "attention.dense.weight"] = init.linear(hidden_size, n_heads * head_dim)
+        if i < first_k_dense_replace:
+            tensors.update(_swiglu_tensors(init, layer + "mlp.", hidden_size, intermediate_size))
+            continue
+        tensors[layer + "mlp.gate.weight"] = init.normal(num_experts, hidden_size, std=hidden_size**-0.5)
+        tensors[layer + "mlp.gate.expert_bias"] = init.normal(num_experts, std=0.3).float()
+        for e in range(num_experts):
+            tensors.update(
+                _swiglu_tensors(init, f"{layer}mlp.experts.{e}.", hidden_size, moe_intermediate_size)
+            )
+        shared = moe_intermediate_size * num_shared_experts
+        tensors.update(_swiglu_tensors(init, layer + "mlp.shared_experts.", hidden_size, shared))
+    tensors["model.norm.weight"] = init.norm(hidden_size)
+    tensors["lm_head.weight"] = init.lm_head(vocab_size, hidden_size, [mask_id])
+    write_safetensors(path, tensors, sharded=sharded)
+    config = {
+        "architectures": ["LLaDA2MoeModelLM"],
+        "attention_dropout": 0.0,
+        "auto_map": {
+            "AutoConfig": "configuration_llada2_moe.LLaDA2MoeConfig",
+            "AutoModel": "modeling_llada2_moe.LLaDA2MoeModel",
+            "AutoModelForCausalLM": "modeling_llada2_moe.LLaDA2MoeModelLM",
+        },
+        "embedding_dropout": 0.0,
+        "first_k_dense_replace": first_k_dense_replace,
+        "head_dim": head_dim,
+        "hidden_act": "silu",
+        "hidden_size": hidden_size,
+        "initializer_range": 0.02,
+        "intermediate_size": intermediate_size,
+        "max_position_embeddings": max_position_embeddings,
+        "max_window_layers": n_layers,
+        "model_type": "llada2_moe",
+        "moe_intermediate_size": moe_intermediate_size,
+        "moe_router_enable_expert_bias": True,
+        "n_group": n_group,
+        "norm_head": False,
+        "norm_softmax": False,
+        "norm_topk_prob": True,
+        "num_attention_heads": n_heads,
+        "num_experts": num_experts,
+        "num_experts_per_tok": num_experts_per_tok,
+        "num_hidden_layers": n_layers,
+        "num_key_value_heads": n_kv_heads,
+        "num_shared_experts": num_shared_experts,
+        "output_dropout": 0.0,
+        "pad_token_id": eos_id,
+        "partial_rotary_factor": partial_rotary_factor,
+        "rms_norm_eps": 1e-6,
+        "rope_scaling": None,
+        "rope_theta": rope_theta,
+        "rotary_dim": int(head_dim * partial_rotary_factor),
+        "routed_scaling_factor": routed_scaling_factor,
+        "router_dtype": "fp32",
+        "score_function": "sigmoid",
+        "sliding_window": 4096,
+        "tie_word_embeddings": False,
+        "topk_group": topk_group,
+        "torch_dtype": str(dtype).removeprefix("torch."),
+        "transformers_version": "4.52.3",
+        "use_bias": False,
+        "use_cache": False,
+        "use_qkv_bias": False,
+        "use_rmsnorm": True,
+        "vocab_size": vocab_size,
+    }
+    if block_size is not None:
+        config["block_size"] = block_size
+    _write_json(path / "config.json", config)
+    _write_json(
+        path / "generation_config.json",
+        generation_config
+        or {"eos_token_id": eos_id, "pad_token_id": eos_id, "transformers_version": "4.52.3"},
+    )
+    return path
+
+
+def make_llada_moe_checkpoint(
+    path: str | Path,
+    *,
+    moe_layer_freq: tuple[int, ...] = (0, 1),
+    hidden_size: int = 64,
+    n_heads: int = 4,
+    dense_intermediate_size: int = 128,
+    expert_intermediate_size: int = 32,
+    shared_expert_intermediate_size: int | None = 32,
+    num_experts: int = 8,
+    num_experts_per_tok: int = 2,
+    expert_bias: bool = True,
+    partial_rotary_factor: float = 1.0,
+    model_type: str = "llada",
+    dtype: torch.dtype = torch.float32,
+    seed: int = 4,
+    max_position_embeddings: int = 512,
+    rope_theta: float = 50000.0,
+) -> Path:
+    """An LLaDA-MoE-7B-A1B-shaped checkpoint (OLMoE names: self_attn.{q,k,v,o}_proj, per-head q_norm/k_norm,
+    mlp.gate, mlp.experts.{e}, mlp.expert_bias, a layer-level shared_expert), scaled down. The released
+    config.json was not seen; the keys are the LLaDAMoEConfig class's."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    ids = _write_ling_tokenizer(path, max_position_embeddings)
+    vocab_size = len(ids)
+    eos_id, mask_id = ids["<|endoftext|>"], ids["<|mask|>"]
+    init = _Init(seed, dtype)
+    head_dim = hidden_size // n_heads
+    tensors = {"model.embed_tokens.weight": init.normal(vocab_size, hidden_size, std=1.0)}
+    for i, is_moe in enumerate(moe_layer_freq):
+        layer = f"model.layers.{i}."
+        tensors[layer + "input_layernorm.weight"] = init.norm(hidden_size)
+        tensors[layer + "post_attention_layernorm.weight"] = init.norm(hidden_size)
+        for name in ("q", "k", "v", "o"):
+            tensors[f"{layer}self_attn.{name}_proj.weight"] = init.linear(hidden_size, hidden_size)
+        tensors[layer + "self_attn.q_norm.weight"] = init.norm(head_dim)
+        tensors[layer + "self_attn.k_norm.weight"] = init.norm(head_dim)
+        if not is_moe:
+            tensors.update(_swiglu_tensors(init, layer + "mlp.", hidden_size, dense_intermediate_size))
+            continue
+        tensors[layer + "mlp.gate.weight"] = init.normal(num_experts, hidden_size, std=hidden_size**-0.5)
+        if expert_bias:
+            tensors[layer + "mlp.expert_bias"] = init.normal(num_experts, std=0.05).float()
+        for e in range(num_experts):
+            tensors.update(
+                _swiglu_tensors(init, f"{layer}mlp.experts.{e}.", hidden_size, expert_intermediate_size)
+            )
+        if shared_expert_intermediate_size:
+            tensors.update(
+                _swiglu_tensors(init, layer + "shared_expert.", hidden_size, shared_expert_intermediate_size)
+            )
+    tensors["model.norm.weight"] = init.norm(hidden_size)
+    tensors["lm_head.weight"] = init.lm_head(vocab_size, hidden_size, [mask_id])
+    write_safetensors(path, tensors, sharded=False)
+    _write_json(
+        path / "config.json",
+        {
+            "architectures": ["LLaDAMoEModelLM"],
+            "attention_bias": False,
+            "attention_dropout": 0.0,
+            "auto_map": {
+                "AutoConfig": "configuration_lladamoe.LLaDAConfig",
+                "AutoModelForCausalLM": "modeling_lladamoe.LLaDAMoEModelLM",
+            },
+            "clip_qkv": None,
+            "dense_intermediate_size": dense_intermediate_size,
+            "eos_token_id": eos_id,
+            "expert_intermediate_size": expert_intermediate_size,
+            "hidden_act": "silu",
+            "hidden_size": hidden_size,
+            "max_position_embeddings": max_position_embeddings,
+            "model_type": model_type,
+            "moe_layer_freq": list(moe_layer_freq),
+            "moe_router_enable_expert_bias": expert_bias,
+            "moe_router_score_function": "softmax",
+            "norm_topk_prob": False,
+            "num_attention_heads": n_heads,
+            "num_experts": num_experts,
+            "num_experts_per_tok": num_experts_per_tok,
+            "num_hidden_layers": len(moe_layer_freq),
+            "num_key_value_heads": n_heads,
+            "pad_token_id": eos_id,
+            "partial_rotary_factor": partial_rotary_factor,
+            "qk_layernorm": True,
+            "rms_norm_eps": 1e-5,
+            "rope_scaling": None,
+            "rope_theta": rope_theta,
+            "routed_scaling_factor": 1,
+            "router_num_group": None,
+            "router_topk_group": None,
+            "shared_expert_intermediate_size": shared_expert_intermediate_size,
+            "tie_word_embeddings": False,
+            "torch_dtype": str(dtype).removeprefix("torch."),
+            "transformers_version": "4.46.2",
+            "use_cache": False,
+            "vocab_size": vocab_size,
+        },
+    )
+    _write_json(
+        path / "generation_config.json",
+        {"eos_token_id": eos_id, "pad_token_id": eos_id, "transformers_version": "4.46.2"},
+    )
+    return path

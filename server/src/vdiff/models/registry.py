@@ -11,6 +11,7 @@ from vdiff.errors import VdiffValidationError
 from vdiff.models.base import DiffusionModel
 from vdiff.models.dream import DreamModel, Qwen2CausalLM
 from vdiff.models.llada import LLaDAModel
+from vdiff.models.llada2 import LLaDA2Model, LLaDAMoEModel, llada2_block_size
 from vdiff.models.sdar import SDARModel, sdar_block_size
 
 logger = logging.getLogger(__name__)
@@ -44,16 +45,21 @@ class FamilySpec:
     property of the checkpoint (see for_checkpoint)."""
     decoding: str | None = None
     """The family's decoding policy when the request and the server name none."""
+    architectures: tuple[str, ...] = ()
+    """config.json `architectures` that pick this family over another one with the same model_type
+    (LLaDA-MoE's dInfer config says `model_type: llada`, like LLaDA-8B)."""
 
     @property
     def is_diffusion(self) -> bool:
         return not self.is_causal
 
     def for_checkpoint(self, hf_config: dict[str, Any], name: str | None = None) -> FamilySpec:
-        """This family with block_length set to the checkpoint's own block (block-causal families)."""
-        if self.block_size_of is None:
-            return self
-        return replace(self, block_length=self.block_size_of(hf_config, name))
+        """This family, or the one its model_type shares with the checkpoint's `architectures`, with
+        block_length set to the checkpoint's own block (block-causal families)."""
+        family = _by_architecture(self, hf_config)
+        if family.block_size_of is None:
+            return family
+        return replace(family, block_length=family.block_size_of(hf_config, name))
 
     def build(self, hf_config: dict[str, Any]) -> DiffusionModel:
         if self.model_class is None:
@@ -95,6 +101,28 @@ SDAR = FamilySpec(
     block_size_of=sdar_block_size,
     decoding="block",
 )
+LLADA2 = FamilySpec(
+    name="llada2",
+    model_class=LLaDA2Model,
+    model_types=("llada2_moe", "llada2_moe_veomni"),
+    mask_token="<|mask|>",
+    end_tokens=("<|endoftext|>", "<|role_end|>"),
+    remasking="low_confidence",
+    block_length=llada2_block_size({}),
+    block_causal=True,
+    block_size_of=llada2_block_size,
+    decoding="block",
+)
+LLADA_MOE = FamilySpec(
+    name="llada_moe",
+    model_class=LLaDAMoEModel,
+    model_types=("lladamoe", "llada_moe"),
+    mask_token="<|mask|>",
+    end_tokens=("<|endoftext|>", "<|role_end|>"),
+    remasking="low_confidence",
+    block_length=32,
+    architectures=("LLaDAMoEModelLM", "LLaDAMoEModel"),
+)
 QWEN2_AR = FamilySpec(
     name="qwen2",
     model_class=Qwen2CausalLM,
@@ -113,7 +141,18 @@ REMOTE = FamilySpec(
     block_length=None,
 )
 
-FAMILIES: tuple[FamilySpec, ...] = (LLADA, DREAM, SDAR, QWEN2_AR)
+FAMILIES: tuple[FamilySpec, ...] = (LLADA, DREAM, SDAR, LLADA2, LLADA_MOE, QWEN2_AR)
+_SHARED_MODEL_TYPES: dict[str, tuple[FamilySpec, ...]] = {"llada": (LLADA_MOE,)}
+"""model_types another family also answers to, told apart by config.json's architectures."""
+
+
+def _by_architecture(family: FamilySpec, hf_config: dict[str, Any]) -> FamilySpec:
+    architectures = set(hf_config.get("architectures") or ())
+    for model_type in family.model_types:
+        for candidate in _SHARED_MODEL_TYPES.get(model_type, ()):
+            if architectures & set(candidate.architectures):
+                return candidate
+    return family
 
 
 def supported_model_types() -> list[str]:

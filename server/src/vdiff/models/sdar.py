@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from vdiff.errors import VdiffValidationError
-from vdiff.models.base import DiffusionModel, KVCache, ModelOutput, select_positions
-from vdiff.models.layers import RMSNorm, apply_rotary, build_block_causal_mask, rotary_cos_sin, swiglu
+from vdiff.models.block_causal import BlockCausalLM, pre_norm_layer
+from vdiff.models.layers import RMSNorm, apply_rotary, swiglu
 
 DEFAULT_BLOCK_SIZE = 4
 """SDAR's training block (SGLang's DLLM_PARAMS and generate.py agree); the -b8 ... -b64 variants differ."""
@@ -157,9 +157,7 @@ class SDARDecoderLayer(nn.Module):
         mask: torch.Tensor,
         past: tuple[torch.Tensor, torch.Tensor] | None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        attended, current_kv = self.self_attn(self.input_layernorm(x), cos, sin, mask, past)
-        h = x + attended
-        return h + self.mlp(self.post_attention_layernorm(h)), current_kv
+        return pre_norm_layer(self, self.self_attn, x, cos, sin, mask, past)
 
 
 class SDARBackbone(nn.Module):
@@ -170,7 +168,7 @@ class SDARBackbone(nn.Module):
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
 
-class SDARModel(DiffusionModel):
+class SDARModel(BlockCausalLM):
     """Tensor names `model.{embed_tokens, layers.i.*, norm}` and `lm_head` (absent when tied).
 
     Cached keys (past_key_values) must be the row's positions 0..P-1, which is what a cache of finished
@@ -178,50 +176,18 @@ class SDARModel(DiffusionModel):
     """
 
     family = "sdar"
-    logit_shift = False
-    is_block_causal = True
 
     def __init__(self, config: SDARConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.mask_token_id = config.mask_token_id
-        self.block_size = config.block_size
-        self.model = SDARBackbone(config)
-        if not config.tie_word_embeddings:
-            self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        super().__init__(config, SDARBackbone(config))
 
     @classmethod
     def from_hf_config(cls, hf_config: dict[str, Any]) -> SDARModel:
         return cls(SDARConfig.from_hf(hf_config))
 
-    def project_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        if self.config.tie_word_embeddings:
-            return F.linear(hidden, self.model.embed_tokens.weight)
-        return self.lm_head(hidden)
+    @property
+    def embeddings(self) -> nn.Embedding:
+        return self.model.embed_tokens
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        position_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        past_key_values: KVCache | None = None,
-        use_cache: bool = False,
-        logits_indices: torch.Tensor | None = None,
-    ) -> ModelOutput:
-        batch, length = input_ids.shape
-        num_cached = past_key_values[0][0].shape[2] if past_key_values else 0
-        if attention_mask is None:
-            attention_mask = torch.ones(batch, num_cached + length, dtype=torch.bool, device=input_ids.device)
-        mask = build_block_causal_mask(position_ids, attention_mask, self.block_size)
-        cos, sin = rotary_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta)
-        x = self.model.embed_tokens(input_ids)
-        new_cache: KVCache = []
-        for index, layer in enumerate(self.model.layers):
-            past = past_key_values[index] if past_key_values else None
-            x, current_kv = layer(x, cos, sin, mask, past)
-            if use_cache:
-                new_cache.append(current_kv)
-        hidden = select_positions(self.model.norm(x), logits_indices)
-        return ModelOutput(
-            logits=self.project_logits(hidden), past_key_values=new_cache if use_cache else None
-        )
+    @property
+    def rotary_dim(self) -> int:
+        return self.config.head_dim
