@@ -30,8 +30,12 @@ $(VENV)/.installed: server/pyproject.toml operator/pyproject.toml
 venv: $(VENV)/.installed ## Create the local virtualenv with both packages and test extras
 
 .PHONY: test
-test: venv ## Run the test suite (fast tests; add PYTEST_ARGS="-m slow" for the slow ones)
-	$(PY) -m pytest $(PYTEST_ARGS)
+test: venv ## Run the test suite (fast tests; in CI, CI=true, the slow ones too)
+	$(PY) -m pytest $(if $(CI),-m "slow or not slow",) $(PYTEST_ARGS)
+
+.PHONY: test-all
+test-all: venv ## Run every test, the slow ones included (what CI runs)
+	$(PY) -m pytest -m "slow or not slow" $(PYTEST_ARGS)
 
 .PHONY: lint
 lint: venv ## Lint with ruff
