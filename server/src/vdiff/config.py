@@ -25,11 +25,11 @@ class EngineConfig(ServerKnobs):  # type: ignore[misc, valid-type]
 
     model: str
     """Local directory, shipped demo model name (llada-demo, dream-demo, ...) or Hugging Face repo id
-    (resolved from the local cache)."""
+    (from the Hugging Face cache, downloaded when missing unless HF_HUB_OFFLINE is set)."""
     tokenizer: str | None = None
     """Tokenizer directory or repo id (default: the model's own)."""
     revision: str | None = None
-    """Revision of a Hugging Face repo id in the local cache."""
+    """Revision (branch, tag or commit) of a Hugging Face repo id."""
     download_dir: str | None = None
     """Directory where Hugging Face repo ids are looked up and downloaded (default: the Hugging Face cache,
     HF_HUB_CACHE)."""
@@ -50,7 +50,8 @@ class EngineConfig(ServerKnobs):  # type: ignore[misc, valid-type]
     seed: int = 0
     """Seed of the per-request generators when a request sets no seed."""
     max_model_len: int | None = None
-    """Longest prompt + completion in tokens (default: the model's max_position_embeddings)."""
+    """Longest prompt + completion in tokens (default: config.json's max_sequence_length or
+    max_position_embeddings, capped where a family was trained on less, e.g. Dream at 2048; else 2048)."""
     max_num_seqs: int = 256
     """Most sequences denoised together in one batched forward (n>1 counts n), as vLLM's default; the cache
     budget (--gpu-memory-utilization, --kv-cache-memory-bytes) decides how many actually run."""
