@@ -163,6 +163,23 @@ class SecretKeyRef(SpecModel):
     key: str = "api-key"
 
 
+class ApiKeysSecretRef(SpecModel):
+    """A Secret of API keys: without `key`, every data key is a key name and its value the key; with
+    `key`, that data key holds one key per line (`key` or `name:key`)."""
+
+    name: str = Field(min_length=1)
+    key: str | None = Field(default=None, min_length=1)
+
+
+class Auth(SpecModel):
+    api_keys_secret_ref: ApiKeysSecretRef | None = None
+
+
+class RateLimits(SpecModel):
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    tokens_per_minute: int | None = Field(default=None, ge=1)
+
+
 class LocalObjectReference(SpecModel):
     name: str
 
@@ -203,6 +220,8 @@ class DiffusionModelSpec(SpecModel):
     image: str | None = Field(default=None, min_length=1)
     image_pull_secrets: list[LocalObjectReference] = Field(default_factory=list)
     api_key_secret_ref: SecretKeyRef | None = None
+    auth: Auth = Field(default_factory=Auth)
+    rate_limits: RateLimits = Field(default_factory=RateLimits)
     route: RouteSettings = Field(default_factory=RouteSettings)
     monitoring: Monitoring = Field(default_factory=Monitoring)
     display_name: str | None = None

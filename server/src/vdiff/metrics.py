@@ -173,6 +173,17 @@ class ServerMetrics:
             "vdiff:denoising_steps_per_request", "Denoising steps (unmasking rounds) of the request.",
             STEP_COUNT_BUCKETS,
         )  # fmt: skip
+        # Per API key, by the key's name (never the key): entrypoints/rate_limit.py counts them.
+        self.requests_by_key = Counter(
+            "vdiff:requests_by_key", "Requests authenticated with each API key (by key name; 'anonymous' "
+            "when the server has no keys).", ["model_name", "key_name"], registry=reg,
+        )  # fmt: skip
+        self.rate_limited = Counter(
+            "vdiff:rate_limited", "Requests refused with 429 by a per-key rate limit (limit: requests or "
+            "tokens).", ["model_name", "key_name", "limit"], registry=reg,
+        )  # fmt: skip
+        self.generation_listeners: list[Callable[[int], None]] = []
+        """Called with a finished request's generated tokens (all choices), in the request's context."""
         self._token_histograms: dict[str, Histogram] = {}
         self.engine_collector = EngineCollector(self)
         reg.register(self.engine_collector)
@@ -257,6 +268,8 @@ class ServerMetrics:
             return
         per_choice = [len(choice.token_ids) for choice in output.outputs]
         self.token_histogram("generation").labels(**labels).observe(sum(per_choice))
+        for listener in self.generation_listeners:
+            listener(sum(per_choice))
         longest = max(per_choice, default=0)
         self.token_histogram("max_generation").labels(**labels).observe(longest)
         for choice in output.outputs:  # unfinished choices: the client went away (abort) or it failed

@@ -7,6 +7,9 @@ from typing import Any
 from vdiff_operator.models import DiffusionModel
 
 DRAFT_MOUNT_PATH = "/mnt/draft-model"
+API_KEYS_MOUNT_PATH = "/etc/vdiff/api-keys"
+API_KEYS_FILE_NAME = "api-keys"
+"""With spec.auth.apiKeysSecretRef.key, that data key is mounted as this file (one key per line)."""
 
 # profile -> server settings (chosen from bench results on the demo models, docs/decoding.md);
 # `fast` picks APD when a draft model is given.
@@ -59,6 +62,14 @@ def draft_model_arg(dm: DiffusionModel) -> str | None:
     return f"{DRAFT_MOUNT_PATH}/{path}".rstrip("/")
 
 
+def api_key_file_arg(dm: DiffusionModel) -> str | None:
+    """--api-key-file: the mounted Secret directory (one file per key name) or its one key-per-line file."""
+    ref = dm.spec.auth.api_keys_secret_ref
+    if ref is None:
+        return None
+    return API_KEYS_MOUNT_PATH if ref.key is None else f"{API_KEYS_MOUNT_PATH}/{API_KEYS_FILE_NAME}"
+
+
 def _flag(name: str, value: Any) -> str:
     return f"--{name.replace('_', '-')}={value}"
 
@@ -81,4 +92,11 @@ def model_args(dm: DiffusionModel) -> list[str]:
         args.append(_flag("quantization", spec.quantization))
     if spec.model.trust_remote_code:
         args.append("--trust-remote-code")
+    key_file = api_key_file_arg(dm)
+    if key_file is not None:
+        args.append(_flag("api_key_file", key_file))
+    if spec.rate_limits.requests_per_minute is not None:
+        args.append(_flag("rate_limit_requests_per_minute", spec.rate_limits.requests_per_minute))
+    if spec.rate_limits.tokens_per_minute is not None:
+        args.append(_flag("rate_limit_tokens_per_minute", spec.rate_limits.tokens_per_minute))
     return args + list(spec.args)

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from vdiff_operator.builders.args import DRAFT_MOUNT_PATH, model_args
+from vdiff_operator.builders.args import (
+    API_KEYS_FILE_NAME,
+    API_KEYS_MOUNT_PATH,
+    DRAFT_MOUNT_PATH,
+    model_args,
+)
 from vdiff_operator.builders.autoscaling import AUTOSCALER_CLASS_ANNOTATION, scaling_plan
 from vdiff_operator.builders.common import (
     DASHBOARD_LABEL,
@@ -64,6 +69,20 @@ def _draft_volume(dm: DiffusionModel) -> tuple[dict[str, Any], dict[str, Any]] |
     return volume, mount
 
 
+def _api_keys_volume(dm: DiffusionModel) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The API-keys Secret as a volume (never subPath: the kubelet then updates it in place when the Secret
+    changes, and the server re-reads it). The operator only names the Secret: it needs no Secret rights."""
+    ref = dm.spec.auth.api_keys_secret_ref
+    if ref is None:
+        return None
+    secret: dict[str, Any] = {"secretName": ref.name}
+    if ref.key is not None:
+        secret["items"] = [{"key": ref.key, "path": API_KEYS_FILE_NAME}]
+    volume = {"name": "api-keys", "secret": secret}
+    mount = {"name": "api-keys", "mountPath": API_KEYS_MOUNT_PATH, "readOnly": True}
+    return volume, mount
+
+
 def build_inference_service(dm: DiffusionModel, platform: Platform | None = None) -> dict[str, Any]:
     model: dict[str, Any] = {
         "modelFormat": {"name": MODEL_FORMAT},
@@ -92,11 +111,10 @@ def build_inference_service(dm: DiffusionModel, platform: Platform | None = None
         predictor["nodeSelector"] = dict(dm.spec.node_selector)
     if dm.spec.image_pull_secrets:
         predictor["imagePullSecrets"] = [{"name": ref.name} for ref in dm.spec.image_pull_secrets]
-    draft = _draft_volume(dm)
-    if draft is not None:
-        volume, mount = draft
-        predictor["volumes"] = [volume]
-        model["volumeMounts"] = [mount]
+    mounted = [pair for pair in (_draft_volume(dm), _api_keys_volume(dm)) if pair is not None]
+    if mounted:
+        predictor["volumes"] = [volume for volume, _ in mounted]
+        model["volumeMounts"] = [mount for _, mount in mounted]
     annotations = {DEPLOYMENT_MODE_ANNOTATION: "RawDeployment", "openshift.io/display-name": display_name(dm)}
     plan = scaling_plan(dm, platform or Platform())
     if plan is not None:

@@ -17,6 +17,7 @@ from starlette.datastructures import State
 from vdiff.config import EngineConfig
 from vdiff.engine.protocol import EngineClient
 from vdiff.entrypoints import health, invocations, unsupported
+from vdiff.entrypoints.api_keys import ApiKeyStore
 from vdiff.entrypoints.body_limit import RequestBodyLimit
 from vdiff.entrypoints.frontend_args import FrontendArgs
 from vdiff.entrypoints.middleware import add_frontend_middleware
@@ -29,6 +30,7 @@ from vdiff.entrypoints.openai.models import router as models_router
 from vdiff.entrypoints.openai.models.serving import OpenAIServingModels
 from vdiff.entrypoints.openai.tokenize import router as tokenize_router
 from vdiff.entrypoints.openai.tokenize.serving import OpenAIServingTokenization
+from vdiff.entrypoints.rate_limit import AccessControl, RateLimiter, RateLimitMiddleware
 from vdiff.entrypoints.server_state import ServerState
 from vdiff.entrypoints.stats import bind_engine_stats, log_stats_forever
 from vdiff.errors import EngineDeadError
@@ -74,6 +76,7 @@ def build_app(args: FrontendArgs) -> FastAPI:
         app.include_router(router_module.router)
     register_exception_handlers(app)
     app.add_middleware(RequestBodyLimit, max_body_bytes=args.max_request_body_bytes)
+    app.add_middleware(RateLimitMiddleware)  # inside CORS: a 429 carries the CORS headers too
     add_frontend_middleware(app, args)
     instrument_app(app)
     return app
@@ -87,6 +90,11 @@ def init_app_state(engine: EngineClient, state: State, args: FrontendArgs) -> Se
     names = served_model_names(engine.config)
     metrics = ServerMetrics(names[0])
     stats_poller = bind_engine_stats(engine, metrics)
+    access = AccessControl(
+        ApiKeyStore(args.api_keys, args.api_key_file),
+        RateLimiter(args.rate_limit_requests_per_minute, args.rate_limit_tokens_per_minute),
+    )
+    access.bind_metrics(metrics)
     serving_kwargs = {"metrics": metrics, "log_requests": args.enable_log_requests}
     server_state = ServerState(
         engine=engine,
@@ -101,6 +109,7 @@ def init_app_state(engine: EngineClient, state: State, args: FrontendArgs) -> Se
         ),
         tokenization=OpenAIServingTokenization(engine, names, **serving_kwargs),
         stats_poller=stats_poller,
+        access=access,
     )
     state.vdiff = server_state
     return server_state

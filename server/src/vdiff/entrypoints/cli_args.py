@@ -64,7 +64,7 @@ class Flag:
 
     field_name: str
     owner: type
-    kind: str  # bool | int | float | str | list | dict
+    kind: str  # bool | int | float | str | strs | list | dict
     nullable: bool
     default: Any
     help: str
@@ -101,6 +101,8 @@ class Flag:
                 return _to_bool(value)
             if self.kind == "list":
                 return _to_list(value)
+            if self.kind == "strs":  # one value as given (an env variable is one key), a YAML list as list
+                return [str(item) for item in value] if isinstance(value, list) else str(value)
             if self.kind == "dict":
                 return _to_dict(value)
             if self.kind == "int":
@@ -177,6 +179,8 @@ def _kind(annotation: str) -> tuple[str, bool]:
     parts = [part.strip() for part in annotation.split("|")]
     nullable = "None" in parts
     base = next(part for part in parts if part != "None")
+    if base == "str" and "list[str]" in parts:
+        return "strs", nullable
     if base.startswith("list"):
         return "list", nullable
     if base.startswith("dict"):
@@ -253,6 +257,17 @@ def make_arg_parser(prog: str = "vdiff serve") -> argparse.ArgumentParser:
     return parser
 
 
+class _ExtendOrOne(argparse.Action):
+    """Repeatable flag taking one or more values: one value in all stays a str, several become a list."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: Any = None
+    ) -> None:
+        before = getattr(namespace, self.dest, None)
+        collected = ([before] if isinstance(before, str) else list(before or [])) + list(values)
+        setattr(namespace, self.dest, collected[0] if len(collected) == 1 else collected)
+
+
 def _add_flag(parser: argparse.ArgumentParser | argparse._ArgumentGroup, flag: Flag) -> None:
     names = [*SHORT_FLAGS.get(flag.field_name, ()), flag.long_name]
     shown_default = "" if flag.default in (None, [], {}, "") else f" (default: {flag.default})"
@@ -269,6 +284,10 @@ def _add_flag(parser: argparse.ArgumentParser | argparse._ArgumentGroup, flag: F
         kwargs["metavar"] = "IMPORT_PATH"
     elif flag.kind == "list":
         kwargs["nargs"] = "+"
+    elif flag.kind == "strs":
+        kwargs["nargs"] = "+"
+        kwargs["action"] = _ExtendOrOne
+        kwargs["metavar"] = flag.field_name.upper()
     elif flag.kind == "dict":
         kwargs["type"] = _argparse_type(_to_dict, "a JSON object")
         kwargs["metavar"] = "JSON"

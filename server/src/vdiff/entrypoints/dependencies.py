@@ -1,10 +1,9 @@
-"""Shared by the generation routers: API key and draining guards, cancellation on client disconnect (499),
-and the streaming-or-JSON response."""
+"""Shared by the generation routers: API key (api_keys.py) and draining guards, cancellation on client
+disconnect (499), and the streaming-or-JSON response."""
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
 
@@ -21,13 +20,9 @@ CLIENT_CLOSED_REQUEST = 499
 
 
 def require_api_key(request: Request, state: ServerState = Depends(get_server_state)) -> None:
-    expected = state.args.api_key
-    if expected is None:
-        return
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    presented = token.strip() if scheme.lower() == "bearer" else ""
-    if not hmac.compare_digest(presented.encode(), expected.encode()):
+    """401 unless the request presents one of the server's keys (entrypoints/api_keys.py, compared in
+    constant time); the rate-limit middleware has usually matched it already."""
+    if state.access.key_name(request.scope) is None:
         raise AuthenticationError()
 
 

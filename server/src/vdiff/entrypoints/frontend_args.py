@@ -7,6 +7,7 @@ import errno
 import socket
 import ssl
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from vdiff.errors import VdiffValidationError, check_choice
 
@@ -19,9 +20,20 @@ class FrontendArgs:
     """Address to listen on."""
     port: int = 8000
     """Port to listen on (checked free before the model loads)."""
-    api_key: str | None = None
+    api_key: str | list[str] | None = None
     """If set, clients must send 'Authorization: Bearer <key>' (probes, /version, /metrics stay open);
-    VLLM_API_KEY is read too, as vLLM does."""
+    several keys: repeat the flag or give several values. The env variable holds one key; VLLM_API_KEY is
+    read too, as vLLM does."""
+    api_key_file: str | None = None
+    """File of API keys, one per line as 'key' or 'name:key' (blank lines and # comments ignored), or a
+    directory of files named after their key (a mounted Secret); re-read when it changes. The name labels
+    the per-key metrics and limits."""
+    rate_limit_requests_per_minute: int | None = None
+    """Requests each API key (without keys: each client address) may send per minute (token bucket);
+    more get 429 with Retry-After (default: no limit)."""
+    rate_limit_tokens_per_minute: int | None = None
+    """Generated tokens each API key (without keys: each client address) may use per minute, counted when
+    a request finishes; while over it, new requests get 429 (default: no limit)."""
     uvicorn_log_level: str = "info"
     """Log level of uvicorn (critical, error, warning, info, debug, trace)."""
     disable_log_stats: bool = False
@@ -85,14 +97,33 @@ class FrontendArgs:
             raise VdiffValidationError("--ssl-cert-reqs must be 0, 1 or 2", "--ssl-cert-reqs")
         if self.ssl_keyfile and not self.ssl_certfile:
             raise VdiffValidationError("--ssl-keyfile needs --ssl-certfile", "--ssl-certfile")
+        if isinstance(self.api_key, list):
+            keys = [key for key in self.api_key if key]
+            self.api_key = keys[0] if len(keys) == 1 else keys or None
         if self.api_key == "":
             self.api_key = None
+        if self.api_key_file == "":
+            self.api_key_file = None
+        if self.api_key_file is not None and not Path(self.api_key_file).expanduser().exists():
+            raise VdiffValidationError(f"--api-key-file {self.api_key_file} does not exist", "--api-key-file")
+        for name in ("rate_limit_requests_per_minute", "rate_limit_tokens_per_minute"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                flag = "--" + name.replace("_", "-")
+                raise VdiffValidationError(f"{flag} must be >= 1 (leave it unset for no limit)", flag)
         if self.disable_log_requests:
             self.enable_log_requests = False
 
     @property
     def is_ssl(self) -> bool:
         return bool(self.ssl_certfile)
+
+    @property
+    def api_keys(self) -> list[str]:
+        """--api-key as a list (one key, several, or none)."""
+        if self.api_key is None:
+            return []
+        return [self.api_key] if isinstance(self.api_key, str) else list(self.api_key)
 
 
 @dataclass(slots=True)

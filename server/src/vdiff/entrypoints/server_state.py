@@ -12,6 +12,7 @@ from vdiff.entrypoints.openai.chat_completion.serving import OpenAIServingChat
 from vdiff.entrypoints.openai.completion.serving import OpenAIServingCompletion
 from vdiff.entrypoints.openai.models.serving import OpenAIServingModels
 from vdiff.entrypoints.openai.tokenize.serving import OpenAIServingTokenization
+from vdiff.entrypoints.rate_limit import AccessControl
 from vdiff.entrypoints.stats import EngineStatsPoller
 from vdiff.metrics import ServerMetrics
 
@@ -26,6 +27,7 @@ class ServerState:
     chat: OpenAIServingChat
     tokenization: OpenAIServingTokenization
     stats_poller: EngineStatsPoller
+    access: AccessControl
     is_draining: bool = False
 
 
