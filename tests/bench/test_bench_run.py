@@ -87,3 +87,13 @@ def test_http_benchmark_through_vdiff_serve(tmp_path: Path) -> None:
     http = results["models"]["llada-demo"]["http"][REFERENCE_POLICY]
     engine = results["models"]["llada-demo"]["engine"][REFERENCE_POLICY]
     assert http["accuracy_per_task"] == engine["accuracy_per_task"]  # temperature 0: same answers
+
+
+def test_canvas_cost_benchmark_writes_its_table(tmp_path: Path) -> None:
+    from bench import canvas_cost
+
+    canvas_cost.main(
+        ["--rounds", "1", "--steps", "1", "--d-model", "32", "--layers", "1", "--out-dir", str(tmp_path)]
+    )
+    results = json.loads((tmp_path / "canvas_cost.json").read_text())
+    assert set(results["cases"]) == {"256", "-1"}  # ratios only, never asserted on timing
