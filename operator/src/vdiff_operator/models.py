@@ -28,7 +28,14 @@ STORAGE_URI_SCHEMES = (
     "hdfs",
     "webhdfs",
 )
-DRAFT_URI_SCHEMES = ("hf", "pvc")
+DRAFT_DOWNLOAD_SCHEMES = ("s3", "gs", "https", "http")
+"""Draft URIs an extra init container fetches with KServe's storage-initializer image (builders/)."""
+DRAFT_URI_SCHEMES = ("hf", "pvc", *DRAFT_DOWNLOAD_SCHEMES)
+OCI_DRAFT_REFUSAL = (
+    "draftModel.uri cannot be oci://: KServe's pod webhook makes a modelcar only from "
+    "spec.predictor.model.storageUri (one per pod); several OCI sources need spec.predictor.storageUris, "
+    "which excludes model.storageUri and KServe releases before 0.17. Use hf://, pvc://, s3://, gs:// or https://"
+)
 MAX_NAME_LENGTH = 53
 
 NAME_PATTERN = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -69,6 +76,8 @@ class DraftModel(SpecModel):
 
     @model_validator(mode="after")
     def _valid_uri(self) -> DraftModel:
+        if re.match(r"^oci(\+[a-z]+)?://", self.uri):
+            raise ValueError(OCI_DRAFT_REFUSAL)
         _check_uri(self.uri, DRAFT_URI_SCHEMES)
         return self
 

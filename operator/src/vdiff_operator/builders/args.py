@@ -52,12 +52,16 @@ def decoding_settings(dm: DiffusionModel) -> dict[str, Any]:
 
 
 def draft_model_arg(dm: DiffusionModel) -> str | None:
-    """hf:// drafts become a repo id the server resolves; pvc:// drafts are mounted (inferenceservice)."""
+    """hf:// drafts become a repo id the server resolves; every other draft is a directory under
+    DRAFT_MOUNT_PATH: a pvc:// claim (and its sub-path) mounted read-only, or an emptyDir the draft's
+    storage-initializer container filled (builders/inferenceservice)."""
     if dm.spec.draft_model is None:
         return None
     scheme, _, rest = dm.spec.draft_model.uri.partition("://")
     if scheme == "hf":
         return rest
+    if scheme != "pvc":
+        return DRAFT_MOUNT_PATH
     _claim, _, path = rest.partition("/")
     return f"{DRAFT_MOUNT_PATH}/{path}".rstrip("/")
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from typing import Any
 
 from vdiff_operator.models import API_VERSION, KIND, DiffusionModel
@@ -37,6 +38,16 @@ dashboard shows "Latest" when they match, "Outdated" otherwise
 (odh-dashboard packages/model-serving/src/concepts/versions.ts).
 """
 IMAGE_ENV = "RELATED_IMAGE_VDIFF_SERVER"
+DEFAULT_STORAGE_INITIALIZER_IMAGE = "kserve/storage-initializer:v0.17.1"
+"""KServe's own default is `kserve/storage-initializer:<release>` (pkg/constants
+StorageInitializerContainerImage); a cluster's real one is `storageInitializer.image` in the
+inferenceservice-config ConfigMap. Set RELATED_IMAGE_STORAGE_INITIALIZER to that image (OpenShift AI
+ships its own)."""
+STORAGE_INITIALIZER_IMAGE_ENV = "RELATED_IMAGE_STORAGE_INITIALIZER"
+
+
+def storage_initializer_image() -> str:
+    return os.environ.get(STORAGE_INITIALIZER_IMAGE_ENV) or DEFAULT_STORAGE_INITIALIZER_IMAGE
 
 
 @dataclass(frozen=True)
@@ -53,6 +64,8 @@ class Platform:
     prometheus_url: str | None = None
     """A Prometheus KEDA may query without credentials (VDIFF_PROMETHEUS_URL); on OpenShift AI the
     operator uses thanos-querier with odh-model-controller's TriggerAuthentication instead."""
+    storage_initializer_image: str = field(default_factory=storage_initializer_image)
+    """Image of the init container fetching an s3/gs/http(s) draft model (builders/inferenceservice)."""
 
     @classmethod
     def openshift(

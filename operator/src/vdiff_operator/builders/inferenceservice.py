@@ -21,7 +21,7 @@ from vdiff_operator.builders.common import (
     metadata,
     serving_runtime_name,
 )
-from vdiff_operator.models import DiffusionModel
+from vdiff_operator.models import DRAFT_DOWNLOAD_SCHEMES, DiffusionModel
 
 API_VERSION = "serving.kserve.io/v1beta1"
 DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
@@ -58,15 +58,50 @@ def _env(dm: DiffusionModel) -> list[dict[str, Any]]:
     return env
 
 
+DRAFT_VOLUME = "draft-model"
+DRAFT_INITIALIZER_NAME = "draft-model-initializer"
+"""Never `storage-initializer`: KServe's pod webhook skips its own injection when an init container of that
+name exists (pkg/webhook/admission/pod/storage_initializer_injector.go), and the main model would not load."""
+DRAFT_INITIALIZER_RESOURCES = {
+    "requests": {"cpu": "100m", "memory": "100Mi"},
+    "limits": {"cpu": "1", "memory": "1Gi"},
+}
+"""KServe's storageInitializer defaults (config/configmap/inferenceservice.yaml)."""
+
+
 def _draft_volume(dm: DiffusionModel) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """KServe mounts only storageUri; a pvc:// draft model gets its own read-only volume."""
+    """KServe fetches only spec.predictor.model.storageUri. A pvc:// draft gets its own read-only claim
+    volume; an s3/gs/http(s) draft an emptyDir that _draft_initializer fills. Both at DRAFT_MOUNT_PATH,
+    read-only in the server container. hf:// drafts need none (the server downloads them)."""
     draft = dm.spec.draft_model
-    if draft is None or not draft.uri.startswith("pvc://"):
+    if draft is None:
         return None
-    claim = draft.uri.removeprefix("pvc://").split("/", 1)[0]
-    volume = {"name": "draft-model", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
-    mount = {"name": "draft-model", "mountPath": DRAFT_MOUNT_PATH, "readOnly": True}
-    return volume, mount
+    scheme, _, rest = draft.uri.partition("://")
+    if scheme == "hf":
+        return None
+    mount = {"name": DRAFT_VOLUME, "mountPath": DRAFT_MOUNT_PATH, "readOnly": True}
+    if scheme == "pvc":
+        claim = rest.split("/", 1)[0]
+        return {"name": DRAFT_VOLUME, "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}, mount
+    return {"name": DRAFT_VOLUME, "emptyDir": {}}, mount
+
+
+def _draft_initializer(dm: DiffusionModel, platform: Platform) -> dict[str, Any] | None:
+    """The draft's download, done as KServe does the main model's: its storage-initializer image with the
+    args `<uri> <dest dir>` (python/storage-initializer/scripts/initializer-entrypoint), writing into the
+    draft's emptyDir. It runs under the predictor's service account, but KServe's webhook adds S3/GCS
+    credentials (from that account's Secrets) only to its own storage-initializer container."""
+    draft = dm.spec.draft_model
+    if draft is None or draft.uri.partition("://")[0] not in DRAFT_DOWNLOAD_SCHEMES:
+        return None
+    return {
+        "name": DRAFT_INITIALIZER_NAME,
+        "image": platform.storage_initializer_image,
+        "args": [draft.uri, DRAFT_MOUNT_PATH],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "resources": {kind: dict(values) for kind, values in DRAFT_INITIALIZER_RESOURCES.items()},
+        "volumeMounts": [{"name": DRAFT_VOLUME, "mountPath": DRAFT_MOUNT_PATH}],
+    }
 
 
 def _api_keys_volume(dm: DiffusionModel) -> tuple[dict[str, Any], dict[str, Any]] | None:
@@ -84,6 +119,7 @@ def _api_keys_volume(dm: DiffusionModel) -> tuple[dict[str, Any], dict[str, Any]
 
 
 def build_inference_service(dm: DiffusionModel, platform: Platform | None = None) -> dict[str, Any]:
+    platform = platform or Platform()
     model: dict[str, Any] = {
         "modelFormat": {"name": MODEL_FORMAT},
         "runtime": serving_runtime_name(dm),
@@ -115,8 +151,11 @@ def build_inference_service(dm: DiffusionModel, platform: Platform | None = None
     if mounted:
         predictor["volumes"] = [volume for volume, _ in mounted]
         model["volumeMounts"] = [mount for _, mount in mounted]
+    initializer = _draft_initializer(dm, platform)
+    if initializer is not None:
+        predictor["initContainers"] = [initializer]
     annotations = {DEPLOYMENT_MODE_ANNOTATION: "RawDeployment", "openshift.io/display-name": display_name(dm)}
-    plan = scaling_plan(dm, platform or Platform())
+    plan = scaling_plan(dm, platform)
     if plan is not None:
         annotations[AUTOSCALER_CLASS_ANNOTATION] = plan.autoscaler_class
         predictor.update(plan.predictor)
