@@ -92,10 +92,17 @@ def test_a_step_forwards_at_most_max_num_batched_tokens(monkeypatch: pytest.Monk
     assert sizes and max(sizes) <= 256
 
 
-def test_budget_flags_are_checked_at_startup() -> None:
+def test_a_canvas_over_the_step_budget_is_refused_unless_it_can_be_chunked() -> None:
+    engine = LLMEngine(EngineConfig(model=MODEL, max_num_batched_tokens=100))  # the demo's context is 256
+    ids = engine.tokenizer_info.encode("Copy 12345. " * 4)
     with pytest.raises(VdiffValidationError) as error:
-        LLMEngine(EngineConfig(model=MODEL, max_num_batched_tokens=100))  # the demo's context is 256
-    assert error.value.param == "--max-num-batched-tokens"
+        engine.add_request("long", ids, SamplingParams(max_tokens=96))
+    assert error.value.param == "max_tokens" and "--max-num-batched-tokens" in error.value.message
+    engine.add_request("short", ids, SamplingParams(max_tokens=16))
+    engine.abort_request("short")
+
+
+def test_budget_flags_are_checked_at_startup() -> None:
     for changes, flag in (({"gpu_memory_utilization": 0.0}, "--gpu-memory-utilization"),
                           ({"kv_cache_memory_bytes": -1}, "--kv-cache-memory-bytes")):  # fmt: skip
         with pytest.raises(VdiffValidationError) as error:

@@ -330,3 +330,24 @@ def test_a_preempted_sequence_rebuilds_its_cache_exactly(sdar_engine: LLMEngine)
     finally:
         del sdar_engine.step
     assert calls["n"] > 6
+
+
+def test_a_long_prompt_is_prefilled_in_chunks_within_the_step_budget(
+    sdar_checkpoint: Path, sdar_engine: LLMEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--max-num-batched-tokens below the prompt: its blocks go into the cache a chunk per step, and the
+    answer is the one of an unchunked prefill (the cache of finished blocks is exact)."""
+    prompt = [(7 * i) % 50 + 3 for i in range(10 * B + 1)]
+    expected = run_block(sdar_engine, [(prompt, _params())])[0].outputs[0].token_ids
+    budget = 3 * B
+    chunked = LLMEngine(EngineConfig(model=str(sdar_checkpoint), device="cpu", max_num_batched_tokens=budget))
+    sizes: list[int] = []
+    execute = chunked.runner.execute
+
+    def recording_execute(requests):
+        sizes.append(sum(request.num_rows * request.num_queries for request in requests))
+        return execute(requests)
+
+    monkeypatch.setattr(chunked.runner, "execute", recording_execute)
+    assert run_block(chunked, [(prompt, _params())])[0].outputs[0].token_ids == expected
+    assert max(sizes) <= budget and len(sizes) > GEN  # the prefill took steps of its own

@@ -57,7 +57,8 @@ class EngineConfig(ServerKnobs):  # type: ignore[misc, valid-type]
     budget (--gpu-memory-utilization, --kv-cache-memory-bytes) decides how many actually run."""
     max_num_batched_tokens: int | None = None
     """Most query positions one engine step forwards (default: max(8192, --max-model-len)); sequences over
-    it wait for the next step. At least --max-model-len (a canvas is forwarded whole)."""
+    it wait for the next step. Block-diffusion models prefill a longer prompt in chunks; for the others a
+    canvas is forwarded whole, so a request whose canvas exceeds it is refused."""
     gpu_memory_utilization: float = 0.92
     """Fraction of the GPU's memory vdiff may use (vLLM's meaning and default): weights and the profiled
     peak of the largest step come first, the rest holds the KV caches."""

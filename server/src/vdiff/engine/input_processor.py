@@ -64,6 +64,8 @@ class InputProcessor:
         self.cache_capacity_tokens: int | None = None
         """The whole cache budget in tokens (set by the engine once it is measured); None = unbounded."""
         self.verifier_ratio = 0.0
+        self.max_num_batched_tokens: int | None = None
+        """The step budget (set by the engine); a canvas that must be forwarded whole may not exceed it."""
         self._clamped_temperature_logged = False
 
     @staticmethod
@@ -155,13 +157,22 @@ class InputProcessor:
 
     def _check_cache_fits(self, params: SamplingParams, prompt_len: int) -> None:
         """A request whose cache could never fit the whole budget is refused; one that fits later waits."""
-        if self.cache_capacity_tokens is None:
+        if self.cache_capacity_tokens is None and self.max_num_batched_tokens is None:
             return
         max_tokens = params.max_tokens
         block = max_tokens if params.block_length is None else min(params.block_length, max_tokens)
         canvas = prompt_len + min(-(-max_tokens // block) * block, self.max_model_len - prompt_len)
+        if self.max_num_batched_tokens is not None and params.decoding != "block":
+            rows = 2 if params.cfg_scale > 0 else 1
+            if rows * canvas > self.max_num_batched_tokens:
+                raise VdiffValidationError(
+                    f"the request's canvas ({rows * canvas} positions with the prompt) is forwarded whole "
+                    f"and exceeds --max-num-batched-tokens ({self.max_num_batched_tokens}); only "
+                    "block-diffusion models (decoding 'block') prefill a long prompt in chunks",
+                    "max_tokens",
+                )
         need = most_cache_tokens(prompt_len, params, canvas, self.verifier_ratio)
-        if need > self.cache_capacity_tokens:
+        if self.cache_capacity_tokens is not None and need > self.cache_capacity_tokens:
             raise VdiffValidationError(
                 f"the request's KV cache ({need} tokens) does not fit the server's cache budget "
                 f"({self.cache_capacity_tokens} tokens, --kv-cache-memory-bytes / --gpu-memory-utilization): "

@@ -325,12 +325,7 @@ class LLMEngine:
         """The cache budget in blocks (engine/memory_budget.py) and the scheduler that keeps to it."""
         config, max_model_len = self.config, self.max_model_len
         max_batched = config.max_num_batched_tokens or default_max_num_batched_tokens(max_model_len)
-        if max_batched < max_model_len:
-            raise VdiffValidationError(
-                f"--max-num-batched-tokens ({max_batched}) is smaller than the context ({max_model_len}): "
-                "a canvas is forwarded whole, so raise it or lower --max-model-len",
-                "--max-num-batched-tokens",
-            )
+        self.input_processor.max_num_batched_tokens = max_batched
         bytes_per_token = kv_bytes_per_token(self.runner)
         verifier = getattr(self._policies.get("apd"), "verifier", None)
         verifier_bytes = kv_bytes_per_token(verifier.runner) if verifier is not None else 0

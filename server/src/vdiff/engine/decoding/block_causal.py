@@ -67,6 +67,8 @@ class BlockState:
     """The pending forward's queries [query_start, store_end) are final: their keys join the cache."""
     masked: torch.Tensor | None = None
     """Canvas indices of the current block's masks, decided by the pending forward."""
+    is_prefill_only: bool = False
+    """The pending forward only writes prompt blocks to the cache (chunked prefill: no logits)."""
 
     @property
     def past(self) -> SequenceKV | None:
@@ -105,6 +107,14 @@ class BlockCausalPolicy(DecodingPolicy):
     def block_size(self) -> int:
         return int(self.context.runner.model.block_size)
 
+    @property
+    def prefill_chunk(self) -> int:
+        """Prompt positions one prefill step may cache: whole blocks within --max-num-batched-tokens, with
+        room for the denoising block of the same forward."""
+        config = self.context.config
+        budget = getattr(config, "max_num_batched_tokens", None) or 1 << 62
+        return max(self.block_size, (budget - self.block_size) // self.block_size * self.block_size)
+
     def validate(self, params: Any, model_family: str) -> None:
         if not getattr(self.context.runner.model, "is_block_causal", False):
             raise VdiffValidationError(
@@ -135,6 +145,18 @@ class BlockCausalPolicy(DecodingPolicy):
             state.block_start, state.step = block_start, 0
         state.masked = masked[masked + search_from < block_end] + search_from
         cached, past = state.num_cached, state.past
+        chunk = self.prefill_chunk
+        if block_start - cached > chunk:  # a long prompt: its blocks go into the cache a chunk per step
+            state.is_prefill_only, state.query_start, state.store_end = True, cached, cached + chunk
+            return ForwardRequest(
+                input_ids=canvas[cached : cached + chunk].unsqueeze(0),
+                position_ids=positions(cached, cached + chunk),
+                logit_indices=torch.zeros(0, dtype=torch.int64),
+                past=None if past is None else [past],
+                use_cache=True,
+                decided=torch.zeros(0, dtype=torch.int64),
+            )
+        state.is_prefill_only = False
         state.query_start, state.store_end = cached, block_start
         return ForwardRequest(
             input_ids=canvas[cached:block_end].unsqueeze(0),
@@ -155,6 +177,10 @@ class BlockCausalPolicy(DecodingPolicy):
                 assert result.past_key_values is not None
                 num_finished = state.store_end - state.query_start
                 state.append(SequenceKV.from_batch(result.past_key_values, 0, 0, num_finished))
+        denoising = [row for row, seq in enumerate(seqs) if not seq.decoding_state.is_prefill_only]
+        if not denoising:
+            return
+        seqs, results = [seqs[row] for row in denoising], [results[row] for row in denoising]
         tokens, confidence, candidates = self._sample(seqs, results)
         device = confidence.device
         num_masks = candidates.sum(dim=-1)
