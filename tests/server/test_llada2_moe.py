@@ -508,3 +508,10 @@ def test_block_decoding_does_not_depend_on_batching(llada2_engine: LLMEngine) ->
     together = [result.outputs[0].token_ids for result in run_jobs(llada2_engine, jobs, stagger=2)]
     assert together == alone
     assert all(len(tokens) == GEN for tokens in alone)
+
+
+def test_expert_biases_stay_float32_under_a_half_precision_dtype(llada2_checkpoint: Path) -> None:
+    engine = LLMEngine(EngineConfig(model=str(llada2_checkpoint), dtype="bfloat16", device="cpu"))
+    biases = {n: p.dtype for n, p in engine.loaded.model.named_parameters() if n.endswith("expert_bias")}
+    weights = {p.dtype for n, p in engine.loaded.model.named_parameters() if not n.endswith("expert_bias")}
+    assert biases and set(biases.values()) == {torch.float32} and weights == {torch.bfloat16}

@@ -278,6 +278,10 @@ def _check_quantization(quantization: str | None, device: torch.device) -> None:
         ) from error
 
 
+FP32_SUFFIXES = ("expert_bias", "e_score_correction_bias")
+"""MoE expert-selection biases stay float32 whatever --dtype is: rounded to bf16 they pick other experts."""
+
+
 def _set_parameter(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
     module_name, _, attribute = name.rpartition(".")
     module = model.get_submodule(module_name)
@@ -322,7 +326,8 @@ def load_weights(model: nn.Module, files: list[Path], dtype: torch.dtype, device
                         "from config.json",
                         "model",
                     )
-                _set_parameter(model, name, tensor.to(device=device, dtype=dtype))
+                kept = torch.float32 if name.endswith(FP32_SUFFIXES) else dtype
+                _set_parameter(model, name, tensor.to(device=device, dtype=kept))
 
 
 def _has(model: nn.Module, name: str) -> bool:
