@@ -134,6 +134,15 @@ def build_csv(
     csv["spec"]["relatedImages"] = [
         {"name": OPERATOR_IMAGE_NAME, "image": img},
         {"name": SERVER_IMAGE_NAME, "image": server_img},
+        *[  # every other RELATED_IMAGE_* of the operator (OLM mirrors them for disconnected clusters)
+            {
+                "name": env["name"].removeprefix("RELATED_IMAGE_").lower().replace("_", "-"),
+                "image": env["value"],
+            }
+            for container in deployment_spec["template"]["spec"]["containers"]
+            for env in container.get("env", [])
+            if env["name"].startswith("RELATED_IMAGE_") and env["name"] != "RELATED_IMAGE_VDIFF_SERVER"
+        ],
     ]
     csv["spec"]["version"] = version
 

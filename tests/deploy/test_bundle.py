@@ -175,7 +175,7 @@ def test_kserve_is_not_required(csv: dict) -> None:
 
 def test_related_images_parse_and_match_the_deployment(csv: dict) -> None:
     related = {image["name"]: image["image"] for image in csv["spec"]["relatedImages"]}
-    assert set(related) == {"vdiff-operator", "vdiff-server"}
+    assert set(related) == {"vdiff-operator", "vdiff-server", "storage-initializer"}
     for image in related.values():
         assert IMAGE_REFERENCE.match(image), image
     (deployment,) = csv["spec"]["install"]["spec"]["deployments"]
@@ -183,6 +183,7 @@ def test_related_images_parse_and_match_the_deployment(csv: dict) -> None:
     assert container["image"] == related["vdiff-operator"] == csv["metadata"]["annotations"]["containerImage"]
     env = {item["name"]: item.get("value") for item in container["env"]}
     assert env["RELATED_IMAGE_VDIFF_SERVER"] == related["vdiff-server"]
+    assert env["RELATED_IMAGE_STORAGE_INITIALIZER"] == related["storage-initializer"]  # draft model fetches
 
 
 def test_install_strategy_is_the_deployable_operator(csv: dict) -> None:
