@@ -14,6 +14,22 @@ from vdiff.models.base import DiffusionModel, KVCache, ModelOutput, select_posit
 from vdiff.models.layers import build_block_causal_mask, rotary_cos_sin
 
 
+def attend_with_past(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor,
+    past: tuple[torch.Tensor, torch.Tensor] | None,
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """SDPA of q [B, H, L, D] over the cached keys then k, v [B, Hkv, L, D] (GQA); returns the output and
+    this forward's own keys/values (what a cache appends)."""
+    current = (k, v)
+    if past is not None:
+        k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=k.shape[1] != q.shape[1])
+    return out, current
+
+
 def pre_norm_layer(
     layer: nn.Module,
     attention: nn.Module,

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from vdiff.models.base import DiffusionModel, KVCache, ModelOutput, select_positions
-from vdiff.models.layers import DecoderLayer, DecoderParts, RMSNorm, run_decoder_layers
+from vdiff.models.layers import DecoderLayer, DecoderParts, RMSNorm, read_rope_theta, run_decoder_layers
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,9 +32,7 @@ class Qwen2Config:
     @classmethod
     def from_hf(cls, hf_config: dict[str, Any]) -> Qwen2Config:
         hidden, heads = hf_config["hidden_size"], hf_config["num_attention_heads"]
-        rope_theta = hf_config.get("rope_theta")
-        if rope_theta is None:  # transformers 5 writes rope_parameters instead
-            rope_theta = (hf_config.get("rope_parameters") or {}).get("rope_theta", 10000.0)
+        rope_theta = read_rope_theta(hf_config, 10000.0)
         return cls(
             hidden_size=hidden,
             num_attention_heads=heads,
@@ -42,7 +40,7 @@ class Qwen2Config:
             num_hidden_layers=hf_config["num_hidden_layers"],
             intermediate_size=hf_config["intermediate_size"],
             vocab_size=hf_config["vocab_size"],
-            rope_theta=float(rope_theta),
+            rope_theta=rope_theta,
             rms_norm_eps=float(hf_config.get("rms_norm_eps", 1e-6)),
             tie_word_embeddings=bool(hf_config.get("tie_word_embeddings", False)),
             mask_token_id=hf_config.get("mask_token_id"),

@@ -114,6 +114,14 @@ def _flash_varlen_attention(
     return out.reshape(batch, num_queries, num_heads, head_dim).transpose(1, 2)
 
 
+def read_rope_theta(hf_config: dict, default: float) -> float:
+    """config.json's rope_theta (transformers 5 writes it under rope_parameters instead)."""
+    theta = hf_config.get("rope_theta")
+    if theta is None:
+        theta = (hf_config.get("rope_parameters") or {}).get("rope_theta", default)
+    return float(theta)
+
+
 def attention(
     q: torch.Tensor,
     k: torch.Tensor,

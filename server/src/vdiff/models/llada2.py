@@ -30,8 +30,8 @@ from torch import nn
 
 from vdiff.errors import VdiffValidationError
 from vdiff.models.base import DiffusionModel, KVCache, ModelOutput, select_positions
-from vdiff.models.block_causal import BlockCausalLM, pre_norm_layer
-from vdiff.models.layers import RMSNorm, apply_rotary, attention, rotary_cos_sin
+from vdiff.models.block_causal import BlockCausalLM, attend_with_past, pre_norm_layer
+from vdiff.models.layers import RMSNorm, apply_rotary, attention, read_rope_theta, rotary_cos_sin
 from vdiff.models.moe import RouterConfig, SparseMoeBlock, SwiGLUMLP
 
 DEFAULT_BLOCK_SIZE = 32
@@ -146,7 +146,7 @@ class LLaDA2Config:
             first_k_dense_replace=hf_config.get("first_k_dense_replace") or 0,
             router=router,
             vocab_size=vocab_size,
-            rope_theta=float(hf_config.get("rope_theta", 600000.0)),
+            rope_theta=read_rope_theta(hf_config, 600000.0),
             rms_norm_eps=float(hf_config.get("rms_norm_eps", 1e-6)),
             use_bias=bool(hf_config.get("use_bias", False)),
             use_qkv_bias=bool(hf_config.get("use_qkv_bias", False)),
@@ -191,12 +191,7 @@ class LLaDA2Attention(nn.Module):
             q, k = self.query_layernorm(q), self.key_layernorm(k)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         q, k = apply_partial_rotary(q, cos, sin), apply_partial_rotary(k, cos, sin)
-        current = (k, v)
-        if past is not None:
-            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, enable_gqa=self.num_kv_heads != self.num_heads
-        )
+        out, current = attend_with_past(q, k, v, mask, past)
         return self.dense(out.transpose(1, 2).reshape(batch, length, -1)), current
 
 
@@ -328,7 +323,7 @@ class LLaDAMoEConfig:
             moe_layers=moe_layers,
             router=router,
             vocab_size=vocab_size,
-            rope_theta=float(hf_config.get("rope_theta", 50000.0)),
+            rope_theta=read_rope_theta(hf_config, 50000.0),
             rms_norm_eps=float(hf_config.get("rms_norm_eps", 1e-5)),
             attention_bias=bool(hf_config.get("attention_bias", False)),
             qk_layernorm=bool(hf_config.get("qk_layernorm", False)),

@@ -13,12 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vdiff.errors import VdiffValidationError
-from vdiff.models.block_causal import BlockCausalLM, pre_norm_layer
-from vdiff.models.layers import RMSNorm, apply_rotary, swiglu
+from vdiff.models.block_causal import BlockCausalLM, attend_with_past, pre_norm_layer
+from vdiff.models.layers import RMSNorm, apply_rotary, read_rope_theta, swiglu
 
 DEFAULT_BLOCK_SIZE = 4
 """SDAR's training block (SGLang's DLLM_PARAMS and generate.py agree); the -b8 ... -b64 variants differ."""
@@ -72,9 +71,7 @@ class SDARConfig:
                     f"SDAR config.json {key}={hf_config[key]!r} is not supported", "model"
                 )
         hidden, heads = hf_config["hidden_size"], hf_config["num_attention_heads"]
-        rope_theta = hf_config.get("rope_theta")
-        if rope_theta is None:  # transformers 5 writes rope_parameters instead
-            rope_theta = (hf_config.get("rope_parameters") or {}).get("rope_theta", 1000000.0)
+        rope_theta = read_rope_theta(hf_config, 1000000.0)
         return cls(
             hidden_size=hidden,
             num_attention_heads=heads,
@@ -83,7 +80,7 @@ class SDARConfig:
             intermediate_size=hf_config["intermediate_size"],
             vocab_size=hf_config["vocab_size"],
             head_dim=hf_config.get("head_dim") or hidden // heads,
-            rope_theta=float(rope_theta),
+            rope_theta=rope_theta,
             rms_norm_eps=float(hf_config.get("rms_norm_eps", 1e-6)),
             attention_bias=bool(hf_config.get("attention_bias", False)),
             tie_word_embeddings=bool(hf_config.get("tie_word_embeddings", False)),
@@ -119,12 +116,7 @@ class SDARAttention(nn.Module):
         k = self.k_norm(self.k_proj(x).view(batch, length, self.num_kv_heads, self.head_dim)).transpose(1, 2)
         v = self.v_proj(x).view(batch, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        current = (k, v)
-        if past is not None:
-            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, enable_gqa=self.num_kv_heads != self.num_heads
-        )
+        out, current = attend_with_past(q, k, v, mask, past)
         return self.o_proj(out.transpose(1, 2).reshape(batch, length, -1)), current
 
 
