@@ -10,6 +10,7 @@ from typing import Any
 
 from vdiff.errors import VdiffValidationError
 from vdiff.knobs import KNOBS, RequestKnobs
+from vdiff.structured.params import StructuredOutputsParams
 
 SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
 """vLLM's bounds for `seed` (torch.iinfo(torch.long), vllm/entrypoints/openai protocol)."""
@@ -49,6 +50,8 @@ class SamplingParams(RequestKnobs):  # type: ignore[misc, valid-type]
     left-to-right factorization, engine/prompt_scoring.py), with this many alternatives."""
     skip_special_tokens: bool = True
     spaces_between_special_tokens: bool = True
+    structured_outputs: StructuredOutputsParams | None = None
+    """Constrain the output (JSON schema, regex, choice, grammar): vdiff.structured."""
 
     def __post_init__(self) -> None:
         _set(self, "stop", _as_tuple(self.stop, str, "stop"))
@@ -91,6 +94,12 @@ class SamplingParams(RequestKnobs):  # type: ignore[misc, valid-type]
             _check_int(self.logprobs, "logprobs", low=0)
         if self.prompt_logprobs is not None:
             _check_int(self.prompt_logprobs, "prompt_logprobs", low=0)
+        if self.structured_outputs is not None and not isinstance(
+            self.structured_outputs, StructuredOutputsParams
+        ):
+            raise VdiffValidationError(
+                "structured_outputs must be a StructuredOutputsParams", "structured_outputs"
+            )
 
     def replace(self, **changes: object) -> SamplingParams:
         return dataclasses.replace(self, **changes)
