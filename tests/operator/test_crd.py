@@ -96,6 +96,7 @@ INVALID = {
     "name too long": lambda o: o["metadata"].update(name="m" * 54),
     "name not a DNS label": lambda o: o["metadata"].update(name="LLaDA_8B"),
     "bad quantization": lambda o: o["spec"].update(quantization="awq"),
+    "tensor parallel in args": lambda o: o["spec"].update(args=["-tp", "2"]),
     # spec.autoscaling: CEL rules mirrored by vdiff_operator.models.Autoscaling
     "queue depth from zero": lambda o: o["spec"].update(autoscaling={"minReplicas": 0, "maxReplicas": 4}),
     "concurrency from zero": lambda o: o["spec"].update(

@@ -37,6 +37,11 @@ OCI_DRAFT_REFUSAL = (
     "which excludes model.storageUri and KServe releases before 0.17. Use hf://, pvc://, s3://, gs:// or https://"
 )
 MAX_NAME_LENGTH = 53
+TENSOR_PARALLEL_ARG = re.compile(r"^(--tensor-parallel-size|-tp)(=|$)")
+TENSOR_PARALLEL_ARG_REFUSAL = (
+    "spec.args cannot set --tensor-parallel-size (-tp): the operator derives it from resources.gpus, "
+    "one rank per GPU the pod gets"
+)
 
 NAME_PATTERN = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 CpuQuantity = int | Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)?m?$")]
@@ -112,7 +117,26 @@ class Resources(SpecModel):
     cpu: CpuQuantity = "4"
     memory: MemoryQuantity = "32Gi"
     limits: Limits = Field(default_factory=Limits)
-    shared_memory: Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)?([EPTGMK]i?|[mk])?$")] = "2Gi"
+    shared_memory: (
+        Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)?([EPTGMK]i?|[mk])?$")] | None
+    ) = None
+
+    @property
+    def tensor_parallel_size(self) -> int:
+        """One rank per GPU of the pod (`--tensor-parallel-size`); CPU-only and one-GPU pods run one rank."""
+        return max(self.gpus, 1)
+
+    @property
+    def effective_shared_memory(self) -> str:
+        """`sharedMemory`, else 1Gi per GPU and at least 2Gi: NCCL's docs ask containers for at least 1g of
+        /dev/shm (its SHM transport and bootstrap live there; Docker's 64Mi default breaks them) and the SHM
+        transport's buffers grow with the number of peers; KServe's LLMInferenceService vLLM templates use
+        1Gi (one pod, --tensor-parallel-size) and 8Gi (multi-GPU workers), charts/kserve-runtime-configs/
+        files/llmisvcconfigs/resources.yaml. A Memory emptyDir is charged to the pod's memory limit only as
+        it fills; sizeLimit is a cap, not a reservation."""
+        if self.shared_memory is not None:
+            return self.shared_memory
+        return f"{max(2, self.gpus)}Gi"
 
 
 class Replicas(SpecModel):
@@ -243,6 +267,8 @@ class DiffusionModelSpec(SpecModel):
     def _apd_needs_draft(self) -> DiffusionModelSpec:
         if self.draft_model is None and (self.decoding.decoding == "apd" or self.decoding.apd is not None):
             raise ValueError("decoding apd needs spec.draftModel")
+        if any(TENSOR_PARALLEL_ARG.match(arg) for arg in self.args):
+            raise ValueError(TENSOR_PARALLEL_ARG_REFUSAL)
         if self.autoscaling is not None and "replicas" in self.model_fields_set:
             raise ValueError(
                 "spec.replicas and spec.autoscaling are exclusive: set the bounds in spec.autoscaling"

@@ -86,6 +86,9 @@ def model_args(dm: DiffusionModel) -> list[str]:
     draft = draft_model_arg(dm)
     if draft is not None:
         args.append(_flag("draft_model", draft))
+    if spec.resources.tensor_parallel_size > 1:
+        # One rank per GPU the pod gets (resources.gpus); gpus 0 and 1 leave the server's default of 1.
+        args.append(_flag("tensor_parallel_size", spec.resources.tensor_parallel_size))
     if spec.model.max_model_len is not None:
         args.append(_flag("max_model_len", spec.model.max_model_len))
     if spec.model.max_num_seqs is not None:

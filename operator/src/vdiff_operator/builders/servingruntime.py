@@ -65,7 +65,7 @@ def dashboard_annotations(gpu_resource_name: str) -> dict[str, str]:
 
 def build_serving_runtime(dm: DiffusionModel, image: str) -> dict[str, Any]:
     resources = dm.spec.resources
-    spec = runtime_spec(image, args=list(BASE_ARGS), shared_memory=resources.shared_memory)
+    spec = runtime_spec(image, args=list(BASE_ARGS), shared_memory=resources.effective_shared_memory)
     if dm.spec.image_pull_secrets:
         spec["imagePullSecrets"] = [{"name": ref.name} for ref in dm.spec.image_pull_secrets]
     annotations = {
