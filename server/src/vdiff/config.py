@@ -7,6 +7,7 @@ from typing import Any
 
 from vdiff.errors import VdiffValidationError, check_choice
 from vdiff.knobs import ServerKnobs, check_server_knobs
+from vdiff.structured.config import StructuredOutputsConfig
 
 DTYPES = ("auto", "float32", "float16", "bfloat16", "half", "float")
 DTYPE_ALIASES = {"half": "float16", "float": "float32"}
@@ -59,6 +60,9 @@ class EngineConfig(ServerKnobs):  # type: ignore[misc, valid-type]
     """Most query positions one engine step forwards (default: max(8192, --max-model-len)); sequences over
     it wait for the next step. Block-diffusion models prefill a longer prompt in chunks; for the others a
     canvas is forwarded whole, so a request whose canvas exceeds it is refused."""
+    tensor_parallel_size: int = 1
+    """Ranks the model is split over (vLLM's -tp): N processes on this machine, one per GPU (NCCL) or,
+    on CPU, one per core (gloo); heads, MLP and vocabulary are split, each rank loads only its slices."""
     gpu_memory_utilization: float = 0.92
     """Fraction of the GPU's memory vdiff may use (vLLM's meaning and default): weights and the profiled
     peak of the largest step come first, the rest holds the KV caches."""
@@ -81,6 +85,10 @@ class EngineConfig(ServerKnobs):  # type: ignore[misc, valid-type]
     draft_model: str | None = None
     """Causal AR verifier checkpoint for APD (e.g. a small Qwen2 sharing the tokenizer), loaded at startup:
     needed by --decoding apd and by requests that pick decoding apd under another default policy."""
+    structured_outputs_config: dict[str, Any] = field(default_factory=dict)
+    """JSON object, as vLLM's: {"backend": "auto" | "guidance", "disable_any_whitespace": bool,
+    "disable_additional_properties": bool, "disable_fallback": bool}; "auto" is guidance (llguidance), other
+    vLLM backends are refused at startup (docs/structured-outputs.md)."""
     served_model_names: list[str] = field(default_factory=list)
     """Names clients use in "model" (default: the model argument); the first labels the metrics."""
 
@@ -101,6 +109,8 @@ class EngineConfig(ServerKnobs):  # type: ignore[misc, valid-type]
             raise VdiffValidationError(
                 "--max-num-batched-tokens must be at least 1", "--max-num-batched-tokens"
             )
+        if self.tensor_parallel_size < 1:
+            raise VdiffValidationError("--tensor-parallel-size must be at least 1", "--tensor-parallel-size")
         if not 0 < self.gpu_memory_utilization <= 1:
             raise VdiffValidationError(
                 "--gpu-memory-utilization must be in (0, 1]", "--gpu-memory-utilization"
@@ -114,6 +124,7 @@ class EngineConfig(ServerKnobs):  # type: ignore[misc, valid-type]
         if self.max_logprobs < 0:
             raise VdiffValidationError("--max-logprobs must be >= 0", "--max-logprobs")
         check_server_knobs(self)
+        StructuredOutputsConfig.from_flag(self.structured_outputs_config)
         if self.decoding == "apd" and not self.draft_model:
             raise VdiffValidationError("--decoding apd needs --draft-model", "--draft-model")
 

@@ -22,6 +22,7 @@ from vdiff.errors import VdiffValidationError
 from vdiff.knobs import KNOBS, MIN_TEMPERATURE, Knob
 from vdiff.models.registry import FamilySpec
 from vdiff.sampling_params import SamplingParams
+from vdiff.structured.backend import CompiledGrammar, GuidanceBackend
 from vdiff.tokenizer import TokenizerInfo
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,8 @@ class EngineRequest:
     params: SamplingParams
     """Every knob filled in."""
     arrival_time: float
+    grammar: CompiledGrammar | None = None
+    """The compiled structured-outputs constraint (params.structured_outputs), checked at admission."""
 
 
 class InputProcessor:
@@ -53,8 +56,10 @@ class InputProcessor:
         vocab_size: int,
         max_model_len: int,
         policies: Mapping[str, DecodingPolicy],
+        grammar_backend: GuidanceBackend | None = None,
     ) -> None:
         self.config = config
+        self.grammar_backend = grammar_backend
         self.family = family
         self.tokenizer_info = tokenizer_info
         self.vocab_size = vocab_size
@@ -104,7 +109,18 @@ class InputProcessor:
         self._check_schedule(resolved)
         self._check_cache_fits(resolved, len(prompt))
         self.policies[resolved.decoding].validate(resolved, self.family.name)
-        return EngineRequest(request_id, prompt, resolved, time.time())
+        return EngineRequest(request_id, prompt, resolved, time.time(), self._compile_grammar(resolved))
+
+    def _compile_grammar(self, params: SamplingParams) -> CompiledGrammar | None:
+        """Compile the constraint once, here (an invalid schema/regex/grammar is a 400 naming its field)."""
+        constraint = params.structured_outputs
+        if constraint is None:
+            return None
+        if self.grammar_backend is None:
+            raise VdiffValidationError(
+                f"{constraint.source}: structured outputs are not available on this engine", constraint.source
+            )
+        return self.grammar_backend.compile(constraint)
 
     def _check_prompt(
         self, prompt_token_ids: list[int] | tuple[int, ...], params: SamplingParams, param: str

@@ -16,6 +16,7 @@ from vdiff.config import EngineConfig
 from vdiff.engine.block_manager import BLOCK_SIZE, BlockManager
 from vdiff.engine.cache_scheduler import CacheScheduler
 from vdiff.engine.decoding import DecodingPolicy, PolicyContext, available_policies, get_policy_class
+from vdiff.engine.decoding.constrained import FrontierMasks
 from vdiff.engine.decoding.logits_processors import needs_processing, process_results
 from vdiff.engine.input_processor import MAX_N, EngineRequest, InputProcessor
 from vdiff.engine.logprobs import raw_logits, record_committed
@@ -32,6 +33,7 @@ from vdiff.engine.step_guard import StepGuard
 from vdiff.errors import VdiffValidationError
 from vdiff.knobs import KNOBS_BY_NAME
 from vdiff.sampling_params import SamplingParams
+from vdiff.structured.backend import create_backend
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +97,10 @@ class LLMEngine:
         self._policies: dict[str, DecodingPolicy] = {
             name: get_policy_class(name)(self.policy_context) for name in available_policies()
         }
+        self.grammar_backend = create_backend(
+            self.tokenizer_info, self.vocab_size, config.structured_outputs_config
+        )
+        self.frontier_masks = FrontierMasks((self.grammar_backend.vocab_size + 31) // 32)
         self.input_processor = InputProcessor(
             config,
             family,
@@ -103,6 +109,7 @@ class LLMEngine:
             self.vocab_size,
             self.max_model_len,
             self._policies,
+            self.grammar_backend,
         )
         self._check_server_defaults()
         self.scheduler = Scheduler(config.max_num_seqs, config.max_waiting_requests, MAX_N)
@@ -153,6 +160,7 @@ class LLMEngine:
                 policy_name=params.decoding,
                 needs_logits_processing=needs_logits_processing,
                 token_logprobs=None if params.logprobs is None else {},
+                grammar=request.grammar.new_matcher() if request.grammar is not None else None,
             )
             seqs.append(seq)
         self.scheduler.add(seqs)
@@ -181,6 +189,11 @@ class LLMEngine:
 
     def has_unfinished_requests(self) -> bool:
         return bool(self.requests)
+
+    def check_alive(self) -> None:
+        """Raises (vdiff.distributed.group.ParallelGroupLost) once a tensor-parallel worker has died, so
+        the engine loop dies even while idle."""
+        self.runner.check_alive()
 
     @property
     def num_running_seqs(self) -> int:
@@ -217,6 +230,7 @@ class LLMEngine:
                 forward_requests.append(forward_request)
         planned, forward_requests, _ = self.cache_scheduler.pack(planned, forward_requests)  # the rest wait
         if planned:
+            self.frontier_masks.start(planned)  # grammar bitmasks fill on a worker thread during the forward
             forwards_before = self.runner.num_forwards
             planned, forward_requests, results = self.guard.execute(
                 self.runner.execute, planned, forward_requests
@@ -242,6 +256,12 @@ class LLMEngine:
                     results,
                     self.mask_token_id,
                     self.tokenizer_info.eos_token_ids,
+                )
+                self.guard.call(
+                    [seq for seq in planned if seq.grammar is not None],
+                    self.frontier_masks.apply,
+                    planned,
+                    results,
                 )
             by_policy: dict[str, tuple[list[Sequence], list]] = {}
             for seq, result in zip(planned, results, strict=True):

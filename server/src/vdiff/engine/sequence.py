@@ -101,11 +101,18 @@ class Sequence:
     """Generation position -> TokenLogprob of its committed token, when the request asked for logprobs."""
     needs_logits_processing: bool = False
     """Any penalty, bias, min_p, min_tokens, allowed or bad token is set (decided once, at admission)."""
+    canvas_frames: list[Any] | None = None
+    """CanvasFrames not yet reported, when params.record_canvas (engine/canvas_trace.py), else None."""
+    grammar: Any = None
+    """vdiff.structured.GrammarMatcher of a constrained sequence (structured outputs): its state is the
+    committed left-contiguous answer; policies commit from the frontier (engine/decoding/constrained.py)."""
 
     def __post_init__(self) -> None:
         gen = torch.full((self.gen_len,), self.mask_token_id, dtype=torch.int64)
         self.canvas = torch.cat([torch.tensor(self.prompt_token_ids, dtype=torch.int64), gen])
         self.stats.arrival_time = time.time()
+        if self.params.record_canvas:
+            self.canvas_frames = []
 
     @property
     def prompt_len(self) -> int:

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from vdiff.engine.decoding.base import DecodingPolicy, ForwardRequest, ForwardResult, register_policy
+from vdiff.engine.decoding.constrained import frontier_run, is_constrained
 from vdiff.engine.draft_model import DraftModel, load_draft_model
 from vdiff.engine.kv_cache import SequenceKV
 from vdiff.engine.sequence import Sequence
@@ -218,7 +219,16 @@ class APDPolicy(DecodingPolicy):
             for row in verified:  # the frontier token is committed unverified: the draft is the rest
                 self.context.stats.record_draft(int(lengths[row]) - 1, int(accepted[row]) - 1)
         for row, (step, result) in enumerate(zip(steps, results, strict=True)):
-            self._advance(step, result, draft[row, : int(accepted[row])])
+            tokens = draft[row, : int(accepted[row])]
+            if is_constrained(step.seq):  # the accepted draft, while the grammar accepts it in order
+                length, t = int(lengths[row]), step.state.frontier
+                _, tokens = frontier_run(
+                    step.seq,
+                    torch.arange(t, t + length),
+                    draft[row, :length],
+                    torch.arange(length) < accepted[row],
+                )
+            self._advance(step, result, tokens)
 
     def _dllm_log_probs(self, logits: torch.Tensor, vocab: int) -> torch.Tensor:
         logits = logits[:, :vocab].float().clone()

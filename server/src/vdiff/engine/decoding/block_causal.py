@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from vdiff.engine.decoding.base import DecodingPolicy, ForwardRequest, ForwardResult, register_policy
+from vdiff.engine.decoding.constrained import frontier_run, is_constrained
 from vdiff.engine.decoding.sampling import avoid_mask_token, positions, top_k_logits, top_p_logits
 from vdiff.engine.kv_cache import SequenceKV
 from vdiff.engine.sequence import Sequence
@@ -191,7 +192,12 @@ class BlockCausalPolicy(DecodingPolicy):
         for row, seq in enumerate(seqs):
             state = seq.decoding_state
             picked = chosen[row, : state.masked.shape[0]].cpu()
-            seq.commit(state.masked[picked], tokens[row, : state.masked.shape[0]][picked.to(device)])
+            if is_constrained(seq):  # from the frontier, while the grammar and the dynamic rule accept
+                seq.commit(
+                    *frontier_run(seq, state.masked, tokens[row, : state.masked.shape[0]].cpu(), picked)
+                )
+            else:
+                seq.commit(state.masked[picked], tokens[row, : state.masked.shape[0]][picked.to(device)])
             state.step += 1
 
     def release(self, seq: Sequence) -> None:

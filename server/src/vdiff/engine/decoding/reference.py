@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 
 from vdiff.engine.decoding.base import DecodingPolicy, ForwardRequest, ForwardResult, register_policy
+from vdiff.engine.decoding.constrained import frontier_run, is_constrained
 from vdiff.engine.decoding.sampling import (
     avoid_mask_token,
     dream_num_transfer,
@@ -81,7 +82,9 @@ class ReferencePolicy(DecodingPolicy):
     def commit(self, seqs: list[Sequence], results: list[ForwardResult]) -> None:
         """Commit for every sequence at once: the per-position math (softmax, argmax, confidences) runs
         over all sequences' logits together; only generator draws and position picks stay per sequence."""
-        batched = [index for index, seq in enumerate(seqs) if seq.params.alg != "origin"]
+        batched = [
+            index for index, seq in enumerate(seqs) if seq.params.alg != "origin" and not is_constrained(seq)
+        ]
         if len(batched) == 1:
             batched = []  # one sequence: the per-sequence path is the same math with fewer ops
         if len(batched) < len(seqs):
@@ -95,6 +98,10 @@ class ReferencePolicy(DecodingPolicy):
     def commit_one(self, seq: Sequence, result: ForwardResult) -> None:
         progress: BlockProgress = seq.decoding_state
         logits = guided_logits(result.logits, seq.params.cfg_scale)
+        if is_constrained(seq):
+            seq.commit(*self._constrained_choose(seq, progress, logits))
+            seq.step_in_block += 1
+            return
         if uses_dream_rule(seq):
             chosen, tokens = self._dream_choose(seq, progress, logits)
         else:
@@ -246,7 +253,8 @@ class ReferencePolicy(DecodingPolicy):
                 return False
             if progress.block_index != seq.block_index:
                 self._start_block(seq, progress, block)
-            if seq.step_in_block >= block.num_steps:
+            extends = is_constrained(seq) and seq.masked_positions(block.start, block.end).numel() > 0
+            if seq.step_in_block >= block.num_steps and not extends:
                 seq.block_index += 1
                 seq.step_in_block = 0
                 continue
@@ -255,6 +263,9 @@ class ReferencePolicy(DecodingPolicy):
             if num_masked == 0:
                 seq.step_in_block = block.num_steps
                 continue
+            if seq.step_in_block >= block.num_steps:  # a constrained run fell short: finish the block
+                progress.num_to_commit = num_masked
+                return True
             if uses_dream_rule(seq):
                 if seq.params.alg == "origin":
                     return True
@@ -275,6 +286,33 @@ class ReferencePolicy(DecodingPolicy):
         else:
             num_masked = seq.masked_positions(block.start, block.end).shape[0]
             progress.llada_schedule = llada_transfer_schedule(num_masked, block.num_steps)
+
+    def _constrained_choose(
+        self, seq: Sequence, progress: BlockProgress, logits: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The policy's own tokens for every queried position (its sampler, the frontier row already
+        masked), committed from the frontier up to this step's transfer count (constrained.py)."""
+        params = seq.params
+        count = progress.num_to_commit
+        if uses_dream_rule(seq):
+            if params.alg == "origin":
+                block = seq.current_block
+                assert block is not None
+                step, timesteps = seq.step_in_block, progress.dream_timesteps
+                last = step >= block.num_steps - 1
+                p_transfer = 1.0 if last else float(1 - timesteps[step + 1] / timesteps[step])
+                draws = torch.rand(logits.shape[0], device=logits.device, generator=seq.generator)
+                count = int((draws < p_transfer).sum())
+            _, tokens = dream_sample_tokens(
+                logits, params.temperature, params.top_p, params.top_k, "prob", seq.generator
+            )
+        else:
+            sample_from = (
+                filter_logits(logits, params.top_p, params.top_k) if params.temperature > 0 else logits
+            )
+            tokens = gumbel_argmax(sample_from, params.temperature, seq.generator)
+        tokens = avoid_mask_token(tokens, logits, self.context.mask_token_id)
+        return frontier_run(seq, progress.masked, tokens.cpu(), max_count=count)
 
     def _llada_choose(
         self, seq: Sequence, progress: BlockProgress, logits: torch.Tensor

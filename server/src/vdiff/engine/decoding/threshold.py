@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from vdiff.engine.decoding.base import DecodingPolicy, ForwardRequest, ForwardResult, register_policy
+from vdiff.engine.decoding.constrained import frontier_run, is_constrained
 from vdiff.engine.decoding.sampling import (
     avoid_mask_token,
     filter_logits,
@@ -144,8 +145,17 @@ class ThresholdPolicy(DecodingPolicy):
         canvas_indices = torch.zeros_like(tokens)
         canvas_indices[candidates] = torch.cat([seq.decoding_state.masked for seq in seqs]).to(device)
         per_row = chosen.sum(dim=-1).tolist()
-        committed_indices = canvas_indices[rows, columns].cpu().split(per_row)
-        committed_tokens = tokens[rows, columns].cpu().split(per_row)
+        committed_indices = list(canvas_indices[rows, columns].cpu().split(per_row))
+        committed_tokens = list(tokens[rows, columns].cpu().split(per_row))
+        for row, seq in enumerate(seqs):
+            if is_constrained(seq):  # from the frontier, while the grammar and τ (or the factor rule) accept
+                count = seq.decoding_state.masked.shape[0]
+                rule = chosen[row] & (
+                    (confidence[row] >= threshold[row]) | (factor is not None and factors[row] > 0)
+                )
+                committed_indices[row], committed_tokens[row] = frontier_run(
+                    seq, seq.decoding_state.masked, tokens[row, :count].cpu(), rule[:count].cpu()
+                )
         for row, (seq, result) in enumerate(zip(seqs, results, strict=True)):
             state: ThresholdState = seq.decoding_state
             if state.is_refresh:
