@@ -1,0 +1,243 @@
+"""Structured outputs in the engine, on the shipped demo models (offline LLM and LLMEngine, no HTTP).
+
+Rules matched (vLLM): vllm/v1/structured_output/backend_guidance.py compiles json / json_object / regex /
+choice / grammar with llguidance (whitespace_flexible unless disable_any_whitespace) and refuses an invalid
+spec at validation (vllm/v1/engine/processor.py -> a 400); a grammar that completes allows only the end
+token (finish "stop"), and max_tokens still ends a constrained request with "length"
+(vllm/v1/core/sched/utils.py check_stop). The diffusion rule (engine/decoding/constrained.py): commits
+from the frontier only, so the grammar state always describes the reported answer.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import jsonschema
+import pytest
+import torch
+from vdiff.config import EngineConfig
+from vdiff.engine.llm import LLM
+from vdiff.errors import VdiffValidationError
+from vdiff.sampling_params import SamplingParams
+from vdiff.structured import StructuredOutputsParams
+
+from bench.tasks import eval_set
+
+torch.set_num_threads(1)
+
+ANSWER_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "answer": {"type": "string", "pattern": "^[0-9]{1,4}$"},
+        "sure": {"type": "boolean"},
+    },
+    "required": ["answer", "sure"],
+    "additionalProperties": False,
+}
+"""A finite language (at most ~20 tokens compact): every constrained answer must complete in 48 tokens."""
+POLICIES = [
+    ("dream-demo", {"decoding": "reference"}),
+    ("dream-demo", {"decoding": "threshold"}),
+    ("dream-demo", {"decoding": "threshold", "kv_cache": "prefix", "block_length": 8}),
+    ("llada-demo", {"decoding": "reference", "block_length": 16}),
+    ("llada-demo", {"decoding": "threshold", "kv_cache": "dual", "block_length": 16}),
+]
+
+
+@pytest.fixture(scope="module")
+def llms() -> dict[str, LLM]:
+    return {name: LLM(model=name, device="cpu") for name in ("dream-demo", "llada-demo")}
+
+
+def chats(num: int) -> list[list[dict[str, str]]]:
+    prompts = [case.prompt for task in ("add", "max", "copy") for case in eval_set(task, num)]
+    return [[{"role": "user", "content": prompt}] for prompt in prompts]
+
+
+def constrained(**kwargs) -> StructuredOutputsParams:
+    return StructuredOutputsParams(**kwargs)
+
+
+@pytest.mark.parametrize(("model", "knobs"), POLICIES)
+def test_json_schema_outputs_parse_and_validate(llms, model, knobs) -> None:
+    """Every output of a json-schema request parses and validates, for every policy, sampled, n = 2."""
+    params = SamplingParams(
+        max_tokens=48,
+        temperature=0.8,
+        seed=7,
+        n=2,
+        structured_outputs=constrained(json=ANSWER_SCHEMA, disable_any_whitespace=True),
+        **knobs,
+    )
+    outputs = llms[model].chat(chats(2), params)
+    completions = [completion for output in outputs for completion in output.outputs]
+    assert len(completions) == 12
+    for completion in completions:
+        jsonschema.validate(json.loads(completion.text), ANSWER_SCHEMA)
+        assert completion.finish_reason == "stop"
+
+
+def test_json_object_with_flexible_whitespace_is_json_when_it_finishes(llms) -> None:
+    """json_object (response_format json_object): an object; whitespace is allowed (vLLM's default), so a
+    tiny model may ramble in it and hit max_tokens, but whatever finishes "stop" parses."""
+    params = SamplingParams(max_tokens=64, temperature=0, structured_outputs=constrained(json_object=True))
+    outputs = llms["dream-demo"].chat(chats(2), params)
+    finished = [o.outputs[0] for o in outputs if o.outputs[0].finish_reason == "stop"]
+    for completion in finished:
+        assert isinstance(json.loads(completion.text), dict)
+    for output in outputs:
+        assert output.outputs[0].text.lstrip().startswith("{")
+
+
+@pytest.mark.parametrize("model", ["dream-demo", "llada-demo"])
+def test_regex_outputs_fullmatch(llms, model) -> None:
+    pattern = r"(yes|no): [0-9]{2}"
+    params = SamplingParams(
+        max_tokens=24, temperature=1.0, seed=3, structured_outputs=constrained(regex=pattern)
+    )
+    for output in llms[model].chat(chats(3), params):
+        completion = output.outputs[0]
+        assert re.fullmatch(pattern, completion.text), completion.text
+        assert completion.finish_reason == "stop"
+
+
+@pytest.mark.parametrize("decoding", ["reference", "threshold"])
+def test_choice_returns_one_of_the_choices(llms, decoding) -> None:
+    choices = ("alpha", "beta", "gamma delta")
+    params = SamplingParams(
+        max_tokens=16,
+        temperature=1.0,
+        seed=11,
+        n=3,
+        decoding=decoding,
+        structured_outputs=constrained(choice=choices),
+    )
+    for output in llms["llada-demo"].chat(chats(2), params):
+        for completion in output.outputs:
+            assert completion.text in choices
+            assert completion.finish_reason == "stop"
+
+
+def test_grammar_outputs_follow_the_grammar(llms) -> None:
+    grammar = 'start: "sum=" NUM\nNUM: /[0-9]{1,3}/'
+    params = SamplingParams(
+        max_tokens=16, temperature=0.5, seed=1, structured_outputs=constrained(grammar=grammar)
+    )
+    for output in llms["dream-demo"].chat(chats(2), params):
+        assert re.fullmatch(r"sum=[0-9]{1,3}", output.outputs[0].text), output.outputs[0].text
+
+
+def test_free_sequences_in_a_constrained_batch_keep_their_tokens(llms) -> None:
+    """Temperature 0: a free request gives the same tokens alone and batched with constrained ones."""
+    llm = llms["dream-demo"]
+    for knobs in ({"decoding": "reference"}, {"decoding": "threshold"}):
+        free = SamplingParams(max_tokens=16, temperature=0, **knobs)
+        json_params = SamplingParams(
+            max_tokens=32,
+            temperature=0,
+            structured_outputs=constrained(json=ANSWER_SCHEMA, disable_any_whitespace=True),
+            **knobs,
+        )
+        conversations = chats(2)
+        alone = [o.outputs[0].token_ids for o in llm.chat(conversations, free)]
+        mixed = llm.chat(
+            conversations + conversations, [free] * len(conversations) + [json_params] * len(conversations)
+        )
+        assert [o.outputs[0].token_ids for o in mixed[: len(conversations)]] == alone
+        for output in mixed[len(conversations) :]:
+            jsonschema.validate(json.loads(output.outputs[0].text), ANSWER_SCHEMA)
+
+
+def test_too_small_max_tokens_finishes_length(llms) -> None:
+    params = SamplingParams(
+        max_tokens=4,
+        temperature=0,
+        structured_outputs=constrained(json=ANSWER_SCHEMA, disable_any_whitespace=True),
+    )
+    completion = llms["dream-demo"].chat(chats(1)[:1], params)[0].outputs[0]
+    assert completion.finish_reason == "length"
+    assert len(completion.token_ids) == 4
+    assert completion.text.startswith('{"')
+
+
+def test_stop_strings_cut_constrained_outputs(llms) -> None:
+    params = SamplingParams(
+        max_tokens=24, temperature=0, stop=[":"], structured_outputs=constrained(regex=r"(yes|no): [0-9]{2}")
+    )
+    completion = llms["llada-demo"].chat(chats(1)[:1], params)[0].outputs[0]
+    assert completion.text in ("yes", "no")
+    assert completion.finish_reason == "stop" and completion.stop_reason == ":"
+
+
+def test_streamed_frontier_is_always_a_grammatical_prefix(llms) -> None:
+    """Every intermediate output is a prefix of the final one (the frontier only grows), and the final
+    text validates."""
+    engine = llms["dream-demo"].llm_engine
+    params = SamplingParams(
+        max_tokens=48,
+        temperature=0.7,
+        seed=5,
+        decoding="threshold",
+        structured_outputs=constrained(json=ANSWER_SCHEMA, disable_any_whitespace=True),
+    )
+    prompt = engine.tokenizer_info.encode(engine.tokenizer_info.render_chat(chats(1)[0]))
+    engine.add_request("stream", prompt, params)
+    snapshots = []
+    while engine.has_unfinished_requests():
+        for output in engine.step():
+            snapshots.append(output.outputs[0].text)
+    final = snapshots[-1]
+    assert len(snapshots) > 2
+    assert all(final.startswith(text) for text in snapshots)
+    jsonschema.validate(json.loads(final), ANSWER_SCHEMA)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"json": {"type": "object", "properties": {"a": {"type": "nosuchtype"}}}}, "json"),
+        ({"json": "{not json"}, "json"),
+        ({"regex": "([0-9"}, "regex"),
+        ({"grammar": "start: (((("}, "grammar"),
+    ],
+)
+def test_invalid_constraints_are_validation_errors_naming_the_source(llms, kwargs, fragment) -> None:
+    engine = llms["llada-demo"].llm_engine
+    source = f"structured_outputs.{fragment}"
+    params = SamplingParams(max_tokens=8, structured_outputs=StructuredOutputsParams(source=source, **kwargs))
+    with pytest.raises(VdiffValidationError) as raised:
+        engine.process_request([1, 2, 3], params)
+    assert raised.value.param == source
+    assert source in str(raised.value)
+
+
+def test_backend_flag() -> None:
+    """--structured-outputs-config as vLLM's (backend auto | guidance here); others fail at startup."""
+    EngineConfig(model="llada-demo", structured_outputs_config={"backend": "auto"})
+    EngineConfig(
+        model="llada-demo", structured_outputs_config={"backend": "guidance", "disable_any_whitespace": True}
+    )
+    for bad in (
+        {"backend": "xgrammar"},
+        {"backend": "bogus"},
+        {"nope": 1},
+        {"reasoning_parser": "deepseek_r1"},
+    ):
+        with pytest.raises(VdiffValidationError) as raised:
+            EngineConfig(model="llada-demo", structured_outputs_config=bad)
+        assert raised.value.param == "--structured-outputs-config"
+
+
+def test_server_wide_disable_any_whitespace() -> None:
+    llm = LLM(model="dream-demo", device="cpu", structured_outputs_config={"disable_any_whitespace": True})
+    schema = {
+        "type": "object",
+        "properties": {"n": {"type": "integer", "minimum": 0, "maximum": 9}},
+        "required": ["n"],
+        "additionalProperties": False,
+    }
+    params = SamplingParams(max_tokens=24, temperature=0, structured_outputs=constrained(json=schema))
+    text = llm.chat(chats(1)[:1], params)[0].outputs[0].text
+    assert json.loads(text)["n"] in range(10)
+    assert not re.search(r"\s", text)
