@@ -241,3 +241,79 @@ def test_server_wide_disable_any_whitespace() -> None:
     text = llm.chat(chats(1)[:1], params)[0].outputs[0].text
     assert json.loads(text)["n"] in range(10)
     assert not re.search(r"\s", text)
+
+
+@pytest.mark.parametrize(("model", "decoding"), [("dream-demo", "threshold"), ("llada-demo", "reference")])
+def test_constrained_answers_are_right_at_least_as_often_as_free(llms, model, decoding) -> None:
+    """The frontier mask picks the model's best allowed token (not just any allowed one): on the demo
+    tasks, regex-constrained greedy answers are right at least as often as free ones."""
+    for task, pattern in (("add", r"[0-9]{1,3}"), ("max", r"[0-9]"), ("copy", r"[0-9]+")):
+        cases = eval_set(task, 8)
+        conversations = [[{"role": "user", "content": case.prompt}] for case in cases]
+        free = SamplingParams(max_tokens=16, temperature=0, decoding=decoding)
+        regex = SamplingParams(
+            max_tokens=16, temperature=0, decoding=decoding, structured_outputs=constrained(regex=pattern)
+        )
+        right = [
+            sum(case.check(output.outputs[0].text) for case, output in zip(cases, outputs, strict=True))
+            for outputs in (llms[model].chat(conversations, free), llms[model].chat(conversations, regex))
+        ]
+        assert right[1] >= right[0] > 0, (task, right)
+
+
+def test_frontier_mask_keeps_the_best_allowed_token(llms) -> None:
+    """FrontierMasks on real logits rows: disallowed tokens get -inf, allowed ones keep their logits, so
+    the policy's argmax is the model's best allowed token (here the best digit for regex [0-9])."""
+    from vdiff.engine.decoding.base import ForwardResult
+    from vdiff.engine.decoding.constrained import FrontierMasks
+    from vdiff.engine.sequence import Sequence, plan_blocks
+
+    engine = llms["dream-demo"].llm_engine
+    compiled = engine.grammar_backend.compile(constrained(regex="[0-9]"))
+    encode = engine.tokenizer_info.encode
+    digits = [encode(str(d))[0] for d in range(10)]
+    vocab = engine.vocab_size
+    logits = torch.randn(1, 3, vocab)
+    logits[0, 0, encode("x")[0]] = 50.0  # the model's favourite, not allowed
+    logits[0, 0, digits[7]] = 20.0
+    seq = Sequence(
+        seq_id=0,
+        request_id="r",
+        index=0,
+        prompt_token_ids=[1, 2],
+        params=SamplingParams(),
+        blocks=plan_blocks(3, None, None, 3),
+        mask_token_id=engine.mask_token_id,
+        generator=torch.Generator(),
+        policy_name="reference",
+        grammar=compiled.new_matcher(),
+    )
+    masks = FrontierMasks(engine.frontier_masks.num_words)
+    masks.start([seq])
+    result = ForwardResult(logits=logits.clone())
+    masks.apply([seq], [result])
+    row = result.logits[0, 0]
+    assert int(row.argmax()) == digits[7]
+    assert torch.isinf(row).sum() == vocab - 10
+    assert torch.equal(row[digits], logits[0, 0, digits])
+    assert torch.equal(result.logits[0, 1:], logits[0, 1:])  # only the frontier row is masked
+    masks.close()
+
+
+def test_json_runs_never_fall_back(llms) -> None:
+    """Every frontier token of a constrained run came from its masked row (no degenerate fallback)."""
+    engine = llms["llada-demo"].llm_engine
+    prompt = engine.tokenizer_info.encode(engine.tokenizer_info.render_chat(chats(1)[0]))
+    params = SamplingParams(
+        max_tokens=32,
+        temperature=0.8,
+        seed=9,
+        decoding="threshold",
+        structured_outputs=constrained(json=ANSWER_SCHEMA, disable_any_whitespace=True),
+    )
+    engine.add_request("fallbacks", prompt, params)
+    seq = engine.requests["fallbacks"].seqs[0]
+    while engine.has_unfinished_requests():
+        engine.step()
+    assert seq.finish_reason == "stop"
+    assert seq.grammar.num_fallbacks == 0 and seq.grammar.num_consumed >= 8

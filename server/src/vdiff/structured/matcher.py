@@ -11,7 +11,7 @@ class GrammarMatcher:
     """llguidance's LLMatcher for one sequence. The state always describes the committed, left-contiguous
     answer (the frontier): diffusion commits out of order, a grammar state exists only left to right."""
 
-    __slots__ = ("_matcher", "eos_token_id", "num_consumed", "num_words")
+    __slots__ = ("_matcher", "eos_token_id", "num_consumed", "num_words", "num_fallbacks")
 
     def __init__(self, ll_tokenizer: Any, grammar: str, eos_token_id: int) -> None:
         import llguidance
@@ -20,6 +20,8 @@ class GrammarMatcher:
         self.eos_token_id = eos_token_id
         self.num_consumed = 0
         self.num_words = (ll_tokenizer.vocab_size + 31) // 32
+        self.num_fallbacks = 0
+        """Frontier tokens the grammar refused although their row was masked (a row every rule emptied)."""
 
     def fill_bitmask(self, bitmask: torch.Tensor, row: int) -> None:
         """Row `row` of an int32 [rows, ceil(vocab / 32)] CPU bitmask: bit t set = token t allowed.

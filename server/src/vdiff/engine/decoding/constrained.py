@@ -65,6 +65,7 @@ def frontier_run(
             if index > 0:
                 break
             token = first_allowed(matcher)  # only a degenerate row (every token masked) gets here
+            matcher.num_fallbacks += 1
             matcher.consume(token)
         run_positions.append(position)
         run_tokens.append(token)
