@@ -9,6 +9,7 @@ import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vdiff.entrypoints.openai.tool_parsers import check_tool_parser
 from vdiff.errors import VdiffValidationError, check_choice
 
 UVICORN_LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
@@ -72,6 +73,13 @@ class FrontendArgs:
     trust_request_chat_template: bool = False
     """Let requests send their own chat_template (as vLLM, off by default: a template is code that runs
     in the server, and a hostile one can loop for hours)."""
+    enable_auto_tool_choice: bool = False
+    """Let tool_choice "auto" (the default when a request sends tools) call tools: the model's free text
+    is parsed for calls by --tool-call-parser (without it, "auto" is a 400, as vLLM)."""
+    tool_call_parser: str | None = None
+    """The format auto tool calls are parsed from: hermes (<tool_call>{...}</tool_call>, Hermes and the
+    Qwen2.5 family, Dream); needed by --enable-auto-tool-choice. "required" and named tool choices need no
+    parser: their output is constrained to the call JSON."""
     shutdown_grace_period: float = 30.0
     """Seconds in-flight requests may take to finish after SIGTERM/SIGINT before they are aborted."""
     log_stats_interval: float = 10.0
@@ -113,6 +121,7 @@ class FrontendArgs:
                 raise VdiffValidationError(f"{flag} must be >= 1 (leave it unset for no limit)", flag)
         if self.disable_log_requests:
             self.enable_log_requests = False
+        check_tool_parser(self.tool_call_parser, auto_tool_choice=self.enable_auto_tool_choice)
 
     @property
     def is_ssl(self) -> bool:
