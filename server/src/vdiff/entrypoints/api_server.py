@@ -105,7 +105,12 @@ def init_app_state(engine: EngineClient, state: State, args: FrontendArgs) -> Se
             engine, names, **serving_kwargs, max_prompts_per_request=args.max_prompts_per_request
         ),
         chat=OpenAIServingChat(
-            engine, names, **serving_kwargs, trust_request_chat_template=args.trust_request_chat_template
+            engine,
+            names,
+            **serving_kwargs,
+            trust_request_chat_template=args.trust_request_chat_template,
+            enable_auto_tool_choice=args.enable_auto_tool_choice,
+            tool_call_parser=args.tool_call_parser,
         ),
         tokenization=OpenAIServingTokenization(engine, names, **serving_kwargs),
         stats_poller=stats_poller,

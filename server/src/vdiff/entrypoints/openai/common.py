@@ -7,13 +7,15 @@ import time
 import uuid
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, create_model, model_validator
 
-from vdiff.entrypoints.openai import field_rules
+from vdiff.entrypoints.openai import field_rules, structured_fields
+from vdiff.entrypoints.openai.structured_fields import ResponseFormat, StructuredOutputsRequest
 from vdiff.entrypoints.openai.text_input import check_text
 from vdiff.errors import VdiffValidationError
 from vdiff.knobs import KNOBS, KNOBS_BY_NAME
 from vdiff.sampling_params import SamplingParams
+from vdiff.structured.params import StructuredOutputsParams
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +23,8 @@ _warned_fields: set[tuple[str, str]] = set()
 
 
 class OpenAIBaseModel(BaseModel):
-    """Accepts unknown fields like vLLM does, and logs each one at WARNING the first time it is seen."""
+    """Accepts unknown fields like vLLM does, and logs each one at WARNING the first time it is seen (the
+    legacy guided_* fields arrive as extra fields too, and are read: structured_fields)."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -29,7 +32,11 @@ class OpenAIBaseModel(BaseModel):
     def _log_extra_fields(self) -> OpenAIBaseModel:
         if self.model_extra:
             kind = type(self).__name__
-            new = sorted(name for name in self.model_extra if (kind, name) not in _warned_fields)
+            new = sorted(
+                name
+                for name in self.model_extra
+                if (kind, name) not in _warned_fields and name not in structured_fields.LEGACY_TYPES
+            )
             if new:
                 _warned_fields.update((kind, name) for name in new)
                 logger.warning("The following fields were present in the %s but ignored: %s", kind, new)
@@ -117,8 +124,8 @@ class SamplingRequest(KnobFields):  # type: ignore[misc, valid-type]
     watermarking: bool | None = None
     prompt_logprobs: int | None = None
     logprob_token_ids: list[int] | None = None
-    structured_outputs: Any = None
-    response_format: Any = None
+    structured_outputs: StructuredOutputsRequest | None = None
+    response_format: ResponseFormat | None = None
     return_weight_versions: bool | None = False
     routed_experts_prompt_start: int | None = 0
     return_token_offsets: bool | None = False
@@ -139,9 +146,26 @@ class SamplingRequest(KnobFields):  # type: ignore[misc, valid-type]
 
     refused_fields: ClassVar[tuple[field_rules.Refused, ...]] = ()
     """The endpoint's own refusals, on top of field_rules.SHARED and field_rules.REMOVED."""
+    _constraint: StructuredOutputsParams | None = PrivateAttr(default=None)
+    _constraint_checked: bool = PrivateAttr(default=False)
+
+    def structured_constraint(self) -> StructuredOutputsParams | None:
+        """The one constraint of structured_outputs, response_format or guided_* (structured_fields)."""
+        if not self._constraint_checked:
+            self._constraint = self.find_constraint()
+            self._constraint_checked = True
+        return self._constraint
+
+    def find_constraint(self) -> StructuredOutputsParams | None:
+        return structured_fields.one_constraint(
+            structured_fields.from_structured_outputs(self.structured_outputs),
+            structured_fields.from_response_format(self.response_format),
+            structured_fields.from_legacy_fields(self.model_extra or {}),
+        )
 
     def check_supported(self) -> None:
         field_rules.check_refused(self, (*field_rules.SHARED, *self.refused_fields, *field_rules.REMOVED))
+        self.structured_constraint()
         check_text(self.request_id, "request_id")
         if self.stream and self.requested_prompt_logprobs() is not None:
             param = "prompt_logprobs" if self.prompt_logprobs is not None else "echo"
@@ -185,6 +209,7 @@ class SamplingRequest(KnobFields):  # type: ignore[misc, valid-type]
             "spaces_between_special_tokens": self.spaces_between_special_tokens,
             "logprobs": self.requested_logprobs(),
             "prompt_logprobs": self.requested_prompt_logprobs(),
+            "structured_outputs": self.structured_constraint(),
         }
         for name in (*KNOBS_BY_NAME, "seed", "logit_bias", "allowed_token_ids", "bad_words"):
             value = getattr(self, name)
@@ -231,4 +256,4 @@ def unix_time() -> int:
     return int(time.time())
 
 
-FinishReason = Literal["stop", "length", "abort"] | None
+FinishReason = Literal["stop", "length", "abort", "tool_calls"] | None

@@ -26,10 +26,6 @@ def equals(*allowed: Any) -> Callable[[Any], bool]:
     return check
 
 
-def _text_format(value: Any) -> bool:
-    return value is None or (isinstance(value, dict) and value.get("type") == "text")
-
-
 def _all_zero(value: Any) -> bool:
     return value is None or (isinstance(value, dict) and not any(value.values()))
 
@@ -42,8 +38,6 @@ class Refused:
 
 
 PROMPT_SCORING_STREAM = "prompt logprobs are not supported with stream=true (as vLLM)"
-STRUCTURED = "structured outputs (JSON schema, regex, choice, grammar) are not supported yet"
-TOOLS = "tool calling is not supported yet (no tool-call parser)"
 
 SHARED: tuple[Refused, ...] = (
     Refused("use_beam_search", "beam search is not supported: a diffusion model denoises the whole answer "
@@ -54,8 +48,6 @@ SHARED: tuple[Refused, ...] = (
             "served", equals(0)),
     Refused("watermarking", "no watermark is configured: vdiff has no output watermarking"),
     Refused("logprob_token_ids", "logprobs of chosen token ids are not supported; use logprobs"),
-    Refused("structured_outputs", STRUCTURED, lambda value: value is None),
-    Refused("response_format", STRUCTURED + "; only {\"type\": \"text\"} is accepted", _text_format),
     Refused("return_weight_versions", "weight versions are not tracked (no live weight updates)"),
     Refused("routed_experts_prompt_start", "the models are not mixture-of-experts: there is no routed-expert "
             "data", equals(0)),
@@ -86,23 +78,20 @@ CHAT: tuple[Refused, ...] = (
     Refused("mm_processor_kwargs", "the models are text-only: there is no multimodal processor"),
     Refused("include_reasoning", "there is no reasoning parser: the answer has no separate reasoning to drop",
             equals(True)),
-    Refused("parallel_tool_calls", TOOLS, equals(True)),
 )  # fmt: skip
 
 REMOVED: tuple[Refused, ...] = (
-    *(
-        Refused(name, "guided decoding is not supported (vLLM removed guided_*; its structured_outputs is "
-                "not supported yet either)", lambda value: value is None)
-        for name in ("guided_json", "guided_regex", "guided_choice", "guided_grammar",
-                     "guided_decoding_backend", "guided_whitespace_pattern")
-    ),
+    Refused("guided_decoding_backend", "request-level structured output backend selection is not "
+            "supported (as vLLM v1): the server's backend is 'guidance' (llguidance, "
+            "--structured-outputs-config); remove the field", equals("guidance")),
     Refused("logits_processors", "per-request logits processors are not supported"),
     *(
         Refused(name, "repetition detection is not implemented", equals(0))
         for name in ("max_repetition_pattern_size", "min_repetition_pattern_size", "repetition_min_count")
     ),
 )  # fmt: skip
-"""Fields older vLLM releases declared; they arrive as extra fields."""
+"""Fields older vLLM releases declared; they arrive as extra fields (guided_json, guided_regex,
+guided_choice, guided_grammar and guided_whitespace_pattern are honoured: structured_fields.py)."""
 
 
 def check_refused(request: BaseModel, rules: Iterable[Refused]) -> None:

@@ -93,6 +93,8 @@ def _set_fields(model: BaseModel, exclude_none: bool) -> dict[str, object]:
             value = [_set_fields(choice, exclude_none) for choice in value]
         elif name == "delta":
             value = _set_fields(value, exclude_none)
+        elif name == "tool_calls":  # a delta's calls: only what this chunk adds (vLLM's exclude_unset)
+            value = [call.model_dump(mode="json", exclude_unset=True) for call in value]
         elif isinstance(value, BaseModel):
             value = value.model_dump(mode="json", exclude_none=exclude_none)
         fields[name] = value

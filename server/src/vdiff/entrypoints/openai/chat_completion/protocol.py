@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_serializer
 
-from vdiff.entrypoints.openai import field_rules
+from vdiff.entrypoints.openai import field_rules, structured_fields
+from vdiff.entrypoints.openai.chat_completion.tools import (
+    ChatTool,
+    ToolChoice,
+    resolve_tool_choice,
+    tool_constraint,
+)
 from vdiff.entrypoints.openai.common import (
     FinishReason,
     OpenAIBaseModel,
@@ -15,7 +22,9 @@ from vdiff.entrypoints.openai.common import (
     UsageInfo,
     unix_time,
 )
+from vdiff.entrypoints.openai.structured_fields import MAX_JSON_NESTING, json_nesting_depth
 from vdiff.errors import VdiffValidationError
+from vdiff.structured.params import StructuredOutputsParams
 
 
 class ChatContentPart(OpenAIBaseModel):
@@ -27,6 +36,35 @@ class ChatMessage(OpenAIBaseModel):
     role: str
     content: str | list[ChatContentPart] | None = None
     name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    """An assistant message's calls (OpenAI format); the template gets the arguments as objects."""
+    tool_call_id: str | None = None
+    """A tool message's answer to that call."""
+
+    def template_message(self) -> dict[str, Any]:
+        """The message as the chat template reads it (vLLM's _postprocess_messages: arguments parsed)."""
+        message: dict[str, Any] = {"role": self.role, "content": self.text()}
+        if self.tool_call_id is not None:
+            message["tool_call_id"] = self.tool_call_id
+        if self.tool_calls is not None:
+            calls = []
+            for call in self.tool_calls:
+                call = dict(call)
+                function = dict(call.get("function") or {})
+                arguments = function.get("arguments")
+                if not arguments:
+                    function["arguments"] = {}
+                elif isinstance(arguments, str):
+                    try:
+                        function["arguments"] = json.loads(arguments)
+                    except ValueError as error:
+                        raise VdiffValidationError(
+                            f"messages: tool call arguments are not valid JSON: {error}", "messages"
+                        ) from None
+                call["function"] = function
+                calls.append(call)
+            message["tool_calls"] = calls
+        return message
 
     def text(self) -> str:
         """The message as plain text; only text parts are supported (the models are text-only)."""
@@ -42,9 +80,6 @@ class ChatMessage(OpenAIBaseModel):
         return "\n".join(texts)
 
 
-TOOL_CHOICES_WITHOUT_CALLS = (None, "none")
-
-
 class ChatCompletionRequest(SamplingRequest):
     messages: list[ChatMessage]
     max_tokens: int | None = None
@@ -56,7 +91,7 @@ class ChatCompletionRequest(SamplingRequest):
     chat_template: str | None = None
     chat_template_kwargs: dict[str, Any] | None = None
     documents: list[dict[str, Any]] | None = None
-    tools: list[dict[str, Any]] | None = None
+    tools: list[ChatTool] | None = None
     tool_choice: Any = None
     reasoning_effort: str | None = None
     return_prompt_text: bool | None = None
@@ -94,23 +129,28 @@ class ChatCompletionRequest(SamplingRequest):
                 "Cannot set both `continue_final_message` and `add_generation_prompt` to True.",
                 "continue_final_message",
             )
-        if self.tools == []:
+        self.resolved_tool_choice(auto_enabled=False)
+        if self.tools and json_nesting_depth([tool.model_dump() for tool in self.tools]) > MAX_JSON_NESTING:
             raise VdiffValidationError(
-                "`tools` must not be an empty array. Either provide at least one tool or omit the field "
-                "entirely.",
-                "tools",
-            )
-        tool_choice = self.tool_choice
-        if tool_choice is None and self.tools:
-            tool_choice = "auto"  # vLLM's default when tools are given
-        if not (tool_choice in TOOL_CHOICES_WITHOUT_CALLS or (tool_choice == "auto" and not self.tools)):
-            raise VdiffValidationError(
-                f"tool_choice={tool_choice!r} is not supported: {field_rules.TOOLS}; send tool_choice "
-                '"none" (tools are then only rendered by the chat template)',
-                "tool_choice",
+                f"tools nest objects and arrays deeper than {MAX_JSON_NESTING} levels", "tools"
             )
         if not self.messages:
             raise VdiffValidationError("messages must not be empty", "messages")
+
+    def resolved_tool_choice(self, *, auto_enabled: bool) -> ToolChoice:
+        return resolve_tool_choice(
+            self.tools, self.tool_choice, "tool_choice" in self.model_fields_set, auto_enabled=auto_enabled
+        )
+
+    def find_constraint(self) -> StructuredOutputsParams | None:
+        """A forced tool call is a constraint too: with another one it is a 400 (vLLM: "You can only either
+        use constraints for structured outputs or tools, not both.")."""
+        forced = tool_constraint(
+            self.tools,
+            self.resolved_tool_choice(auto_enabled=False),
+            parallel=self.parallel_tool_calls is not False,
+        )
+        return structured_fields.one_constraint(super().find_constraint(), forced)
 
     @property
     def use_generation_prompt(self) -> bool:
@@ -125,8 +165,8 @@ class ChatCompletionRequest(SamplingRequest):
         reply continues the last message and takes its role."""
         return "assistant" if self.add_generation_prompt else self.messages[-1].role
 
-    def conversation(self) -> list[dict[str, str]]:
-        return [{"role": message.role, "content": message.text()} for message in self.messages]
+    def conversation(self) -> list[dict[str, Any]]:
+        return [message.template_message() for message in self.messages]
 
 
 class ChatCompletionLogProb(OpenAIBaseModel):
@@ -143,9 +183,44 @@ class ChatCompletionLogProbs(OpenAIBaseModel):
     content: list[ChatCompletionLogProbsContent] | None = None
 
 
+class FunctionCall(OpenAIBaseModel):
+    name: str
+    arguments: str
+    """The arguments as JSON text (OpenAI's format)."""
+
+
+class ToolCall(OpenAIBaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class DeltaFunctionCall(OpenAIBaseModel):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class DeltaToolCall(OpenAIBaseModel):
+    """Streamed with only the fields set: id, type and name on a call's first delta, then arguments."""
+
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: DeltaFunctionCall | None = None
+
+
 class ChatMessageOut(OpenAIBaseModel):
     role: str = "assistant"
-    content: str
+    content: str | None
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+
+    @model_serializer(mode="wrap")
+    def _omit_no_calls(self, handler: Any) -> dict[str, Any]:
+        """vLLM's ChatMessage: no "tool_calls" key unless there are calls."""
+        data = handler(self)
+        if not data.get("tool_calls"):
+            data.pop("tool_calls", None)
+        return data
 
 
 class ChatCompletionChoice(OpenAIBaseModel):
@@ -175,6 +250,7 @@ class DeltaMessage(OpenAIBaseModel):
 
     role: str | None = None
     content: str | None = None
+    tool_calls: list[DeltaToolCall] | None = None
 
 
 class ChatCompletionStreamChoice(OpenAIBaseModel):

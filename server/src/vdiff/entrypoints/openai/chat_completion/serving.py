@@ -19,6 +19,8 @@ from vdiff.entrypoints.openai.chat_completion.protocol import (
     ChatMessageOut,
     DeltaMessage,
 )
+from vdiff.entrypoints.openai.chat_completion.tool_output import ToolStream, final_message, new_tool_parser
+from vdiff.entrypoints.openai.chat_completion.tools import AUTO_NEEDS_FLAGS, ToolChoice
 from vdiff.entrypoints.openai.common import UsageInfo, random_id, unix_time, usage_counts
 from vdiff.entrypoints.openai.logprobs import TokenNamer, chat_logprobs, prompt_logprobs
 from vdiff.entrypoints.openai.serving_base import SSE_DONE, OpenAIServing, PromptJob, sse_error
@@ -45,12 +47,23 @@ class ChatJob:
     """The role of the reply: "assistant", or with add_generation_prompt false the last message's (vLLM)."""
     echo: str
     """The last message's content when echo is set and its role is the reply's, else ""."""
+    tools: ToolChoice
+    """How the answer becomes tool calls (mode "none": it is plain content)."""
 
 
 class OpenAIServingChat(OpenAIServing):
-    def __init__(self, *args: Any, trust_request_chat_template: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        trust_request_chat_template: bool = False,
+        enable_auto_tool_choice: bool = False,
+        tool_call_parser: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.trust_request_chat_template = trust_request_chat_template
+        self.enable_auto_tool_choice = enable_auto_tool_choice
+        self.tool_call_parser = tool_call_parser
 
     async def prepare(self, request: ChatCompletionRequest) -> tuple[str, ChatJob]:
         """Check the request, then render and tokenize the chat in a worker thread (off the event loop)."""
@@ -62,6 +75,11 @@ class OpenAIServingChat(OpenAIServing):
                 "--trust-request-chat-template (as vLLM): a template is code the server runs",
                 "chat_template",
             )
+        tools = request.resolved_tool_choice(auto_enabled=self.enable_auto_tool_choice)
+        if tools.mode == "auto":
+            if not (self.enable_auto_tool_choice and self.tool_call_parser):
+                raise VdiffValidationError(AUTO_NEEDS_FLAGS, "tool_choice")
+            request.skip_special_tokens = False  # vLLM's hermes: call tags may be special tokens
         prompt_text, prompt_ids = await asyncio.to_thread(self._tokenize, request)
         job = self.build_job(
             random_id("chatcmpl"), prompt_ids, request, DEFAULT_CHAT_MAX_TOKENS, CHAT_PARAM_NAMES
@@ -71,7 +89,7 @@ class OpenAIServingChat(OpenAIServing):
         echo = ""
         if request.echo and conversation and conversation[-1]["role"] == role:
             echo = conversation[-1]["content"] or ""
-        return model_name, ChatJob(request.response_id("chatcmpl"), job, prompt_text, role, echo)
+        return model_name, ChatJob(request.response_id("chatcmpl"), job, prompt_text, role, echo, tools)
 
     def _template_kwargs(self, request: ChatCompletionRequest) -> dict[str, Any]:
         kwargs = dict(request.chat_template_kwargs or {})
@@ -90,7 +108,7 @@ class OpenAIServingChat(OpenAIServing):
                     "pass a chat_template that renders it",
                     name,
                 )
-            kwargs[name] = value
+            kwargs[name] = [tool.template_dict() for tool in value] if name == "tools" else value
         return kwargs
 
     def _tokenize(self, request: ChatCompletionRequest) -> tuple[str, list[int]]:
@@ -120,17 +138,26 @@ class OpenAIServingChat(OpenAIServing):
         model_name, chat = await self.prepare(request)
         final = await self.last_output(chat.job)
         namer = self.token_namer(request) if request.logprobs else None
-        choices = [
-            ChatCompletionChoice(
-                index=choice.index,
-                message=ChatMessageOut(role=chat.role, content=chat.echo + choice.text),
-                logprobs=self._logprobs(namer, choice, new=False),
-                finish_reason=choice.finish_reason,
-                stop_reason=choice.stop_reason,
-                token_ids=list(choice.token_ids) if request.return_token_ids else None,
+        choices = []
+        for choice in final.outputs:
+            message = ChatMessageOut(role=chat.role, content=chat.echo + choice.text)
+            finish_reason = choice.finish_reason
+            parser = new_tool_parser(chat.tools, self.tool_call_parser)
+            if parser is not None:
+                message, finish_reason = final_message(
+                    chat.role, chat.echo, choice.text, chat.tools, parser, finish_reason,
+                    parallel=request.parallel_tool_calls is not False,
+                )  # fmt: skip
+            choices.append(
+                ChatCompletionChoice(
+                    index=choice.index,
+                    message=message,
+                    logprobs=self._logprobs(namer, choice, new=False),
+                    finish_reason=finish_reason,
+                    stop_reason=choice.stop_reason,
+                    token_ids=list(choice.token_ids) if request.return_token_ids else None,
+                )
             )
-            for choice in final.outputs
-        ]
         return ChatCompletionResponse(
             id=chat.response_id,
             model=model_name,
@@ -158,6 +185,12 @@ class OpenAIServingChat(OpenAIServing):
         carries only the fields vLLM sets (streaming.sse_data)."""
         (stream,) = firsts.streams
         num_prompt = len(chat.job.prompt_token_ids)
+        tool_streams = {}
+        for index in range(request.n):
+            parser = new_tool_parser(chat.tools, self.tool_call_parser)
+            if parser is not None:
+                parallel = request.parallel_tool_calls is not False
+                tool_streams[index] = ToolStream(chat.tools, parser, parallel=parallel)
         namer = self.token_namer(request) if request.logprobs else None
         chunk = functools.partial(
             ChatCompletionStreamResponse,
@@ -200,11 +233,11 @@ class OpenAIServingChat(OpenAIServing):
                     yield sse_data(echo_chunk)
             (final,) = await firsts.results()
             if final is not None:
-                for data in self._chunks(request, chat, chunk, final, namer):
+                for data in self._chunks(request, chat, chunk, final, namer, tool_streams):
                     yield data
             async for output in stream:
                 final = output
-                for data in self._chunks(request, chat, chunk, output, namer):
+                for data in self._chunks(request, chat, chunk, output, namer, tool_streams):
                     yield data
             if request.include_usage_in_stream and final is not None:
                 yield sse_data(chunk(choices=[], usage=usage_of(chat.job, final)), exclude_none=True)
@@ -221,6 +254,7 @@ class OpenAIServingChat(OpenAIServing):
         chunk: Callable[..., ChatCompletionStreamResponse],
         output: RequestOutput,
         namer: TokenNamer | None,
+        tool_streams: dict[int, ToolStream],
     ) -> list[str]:
         chunks = []
         carries_tokens = namer is not None or bool(request.return_token_ids)
@@ -230,11 +264,19 @@ class OpenAIServingChat(OpenAIServing):
                 continue
             # vLLM: an empty delta only when the choice finished without producing a single token.
             delta = DeltaMessage(content=choice.new_text) if choice.token_ids else DeltaMessage()
+            finish_reason = choice.finish_reason
+            tool_stream = tool_streams.get(choice.index)
+            if tool_stream is not None:
+                parsed = tool_stream.delta(choice.text, finished=choice.finish_reason is not None)
+                finish_reason = tool_stream.finish_reason(choice.finish_reason)
+                if parsed is None and finish_reason is None and not (new_ids and carries_tokens):
+                    continue  # a call tag or name still incomplete: nothing to send yet
+                delta = parsed or DeltaMessage()
             fields: dict[str, Any] = {
                 "index": choice.index,
                 "delta": delta,
                 "logprobs": self._logprobs(namer, choice, new=True),
-                "finish_reason": choice.finish_reason,
+                "finish_reason": finish_reason,
                 "token_ids": list(new_ids) if request.return_token_ids else None,
             }
             if choice.finish_reason is not None:
