@@ -92,7 +92,6 @@ def build_large_tokenizer(size: int = LARGE_VOCAB):
 
 def demo_tokenizer(name: str):
     from transformers import AutoTokenizer
-
     from vdiff.demo import shipped_demo_path
 
     return AutoTokenizer.from_pretrained(shipped_demo_path(name))

@@ -32,11 +32,16 @@ class CompiledGrammar:
     """A checked llguidance grammar for one tokenizer; `new_matcher` starts a sequence's state."""
 
     backend: GuidanceBackend
-    grammar: str
+    prototype: Any
+    """An llguidance.LLMatcher in its start state, never advanced: sequences start from deep copies."""
     source: str
 
     def new_matcher(self) -> GrammarMatcher:
-        return GrammarMatcher(self.backend.ll_tokenizer, self.grammar, self.backend.eos_token_id)
+        return GrammarMatcher(self.prototype.deep_copy(), self.backend.eos_token_id, self.vocab_size)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.backend.vocab_size
 
 
 class GuidanceBackend:
@@ -59,30 +64,34 @@ class GuidanceBackend:
         self.ll_tokenizer = llguidance.hf.from_tokenizer(
             tokenizer_info.tokenizer, n_vocab=self.vocab_size, eos_token=list(tokenizer_info.eos_token_ids)
         )
-        self._cache: OrderedDict[tuple, str] = OrderedDict()
+        self._cache: OrderedDict[tuple, Any] = OrderedDict()
         self._lock = threading.Lock()
 
     def compile(self, params: StructuredOutputsParams) -> CompiledGrammar:
         """Check and compile (cached); an invalid schema, regex or grammar names params.source."""
         key = self._key(params)
         with self._lock:
-            grammar = self._cache.get(key)
-            if grammar is not None:
+            prototype = self._cache.get(key)
+            if prototype is not None:
                 self._cache.move_to_end(key)
-                return CompiledGrammar(self, grammar, params.source)
+                return CompiledGrammar(self, prototype, params.source)
         grammar = self._serialize(params)
-        is_error, messages = self._llguidance.LLMatcher.validate_grammar_with_warnings(
-            grammar, self.ll_tokenizer
-        )
+        matcher_class = self._llguidance.LLMatcher
+        is_error, messages = matcher_class.validate_grammar_with_warnings(grammar, self.ll_tokenizer)
         if is_error:
             raise VdiffValidationError(
                 f"{params.source}: invalid {params.kind}: {messages[0]}", params.source
             )
+        prototype = matcher_class(self.ll_tokenizer, grammar, log_level=0)
+        if prototype.is_error():
+            raise VdiffValidationError(
+                f"{params.source}: invalid {params.kind}: {prototype.get_error()}", params.source
+            )
         with self._lock:
-            self._cache[key] = grammar
+            self._cache[key] = prototype
             while len(self._cache) > CACHE_SIZE:
                 self._cache.popitem(last=False)
-        return CompiledGrammar(self, grammar, params.source)
+        return CompiledGrammar(self, prototype, params.source)
 
     def _key(self, params: StructuredOutputsParams) -> tuple:
         value = getattr(params, params.kind)

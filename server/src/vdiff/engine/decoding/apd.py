@@ -227,6 +227,7 @@ class APDPolicy(DecodingPolicy):
                     torch.arange(t, t + length),
                     draft[row, :length],
                     torch.arange(length) < accepted[row],
+                    allow_forced=False,
                 )
             self._advance(step, result, tokens)
 

@@ -10,8 +10,11 @@ sequence commits from its frontier only:
    (threshold confidence, APD acceptance, the block rule, the reference transfer count). An allowed pick
    is exactly what masking that position by the new state would pick at temperature 0, and a sampled
    pick conditioned on being allowed follows the masked distribution; a confidence read before masking
-   is a lower bound of the masked one, so the rule is only ever stricter. The first position that fails
-   ends the run: it waits to become the frontier, where it is masked;
+   is a lower bound of the masked one, so the rule is only ever stricter. Where the pick fails but the
+   new state allows exactly one token (JSON punctuation, a key the schema fixes), the masked distribution
+   is a point mass of confidence 1: that token is committed under any confidence rule (not under APD,
+   whose verifier already scored the draft). The first position that fails ends the run: it waits to
+   become the frontier, where it is masked;
 3. no position right of the run is committed; when the grammar is complete the end token follows (in the
    same step when its position was queried), so the sequence finishes "stop".
 """
@@ -42,6 +45,7 @@ def frontier_run(
     tokens: torch.Tensor,
     accept: torch.Tensor | None = None,
     max_count: int | None = None,
+    allow_forced: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(canvas indices, tokens) to commit: the frontier's token, then the run rule 2 allows.
 
@@ -58,14 +62,19 @@ def frontier_run(
     for index, position in enumerate(positions):
         if position != start + index:
             break
-        if index >= limit or (index > 0 and accepted is not None and not accepted[index]):
+        if index >= limit:
             break
         token = chosen[index]
-        if not matcher.consume(token):
-            if index > 0:
-                break
-            token = first_allowed(matcher)  # only a degenerate row (every token masked) gets here
-            matcher.num_fallbacks += 1
+        passes = index == 0 or accepted is None or bool(accepted[index])
+        if not (passes and matcher.consume(token)):
+            if index == 0:
+                token = first_allowed(matcher)  # only a degenerate row (every token masked) gets here
+                matcher.num_fallbacks += 1
+            else:
+                forced = matcher.forced_token() if allow_forced else None
+                if forced is None:
+                    break
+                token = forced
             matcher.consume(token)
         run_positions.append(position)
         run_tokens.append(token)
