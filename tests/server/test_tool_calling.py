@@ -354,3 +354,19 @@ def test_parser_flags_are_checked_at_startup(tmp_path: Path, capsys: pytest.Capt
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "--tool-call-parser" in err and "hermes" in err and "Traceback" not in err
+
+
+def test_langchain_bind_tools_reads_the_calls(server: BackgroundServer) -> None:
+    langchain_openai = pytest.importorskip("langchain_openai")
+    llm = langchain_openai.ChatOpenAI(
+        model=MODEL,
+        base_url=server.url + "/v1",
+        api_key="unused",
+        max_tokens=64,
+        temperature=0,
+        max_retries=0,
+    )
+    message = llm.bind_tools([ADD], tool_choice="add").invoke("Add 43 and 5.")
+    (call,) = message.tool_calls
+    assert call["name"] == "add" and call["id"].startswith("chatcmpl-tool-")
+    jsonschema.validate(call["args"], SCHEMAS["add"])
