@@ -126,7 +126,11 @@ REFUSED: dict[str, dict[str, Any]] = {
 REMOVED_HONOURED = {
     name: "test_structured_api.py::test_legacy_guided_fields_keep_their_meaning"
     for name in (
-        "guided_json", "guided_regex", "guided_choice", "guided_grammar", "guided_whitespace_pattern"
+        "guided_json",
+        "guided_regex",
+        "guided_choice",
+        "guided_grammar",
+        "guided_whitespace_pattern",
     )
 }
 """vLLM <= 0.11's guided decoding fields: vLLM 0.33 ignores them, vdiff honours their old meaning."""
