@@ -15,6 +15,7 @@ import torch
 from vdiff.config import EngineConfig
 from vdiff.engine.block_manager import BLOCK_SIZE, BlockManager
 from vdiff.engine.cache_scheduler import CacheScheduler
+from vdiff.engine.canvas_trace import CanvasTracer
 from vdiff.engine.decoding import DecodingPolicy, PolicyContext, available_policies, get_policy_class
 from vdiff.engine.decoding.constrained import FrontierMasks
 from vdiff.engine.decoding.logits_processors import needs_processing, process_results
@@ -118,6 +119,9 @@ class LLMEngine:
             self.tokenizer_info.decode,
             self.tokenizer_info.eos_token_ids,
             incremental=supports_incremental_decoding(self.tokenizer_info.tokenizer),
+        )
+        self.canvas_tracer = CanvasTracer(
+            self.mask_token_id, self.tokenizer_info.eos_token_ids, self.tokenizer_info.decode
         )
         self.requests: dict[str, Request] = {}
         self._failures: list[tuple[str, BaseException]] = []
@@ -247,6 +251,7 @@ class LLMEngine:
                 forward_requests = [forward_requests[index] for index in keep]
                 results = [results[index] for index in keep]
             raw = raw_logits(planned, results)
+            canvas = self.canvas_tracer.before_commit(planned, results)
             if planned:
                 self.guard.call(
                     [seq for seq in planned if seq.needs_logits_processing],
@@ -274,6 +279,9 @@ class LLMEngine:
                 group[1].append(result)
             for name, (seqs, seq_results) in by_policy.items():
                 self.guard.commit(self._policy(name).commit, seqs, seq_results)
+            if canvas:
+                culprits = [planned[index] for index in canvas]
+                self.guard.call(culprits, self.canvas_tracer.after_commit, canvas, planned, forward_requests)
             if raw:
                 self.guard.call(
                     [planned[index] for index in raw],
@@ -310,7 +318,7 @@ class LLMEngine:
                     "length"
                 )  # a policy with nothing left to decode; cannot happen with max_tokens <= gen_len
             new_tokens, new_text = self.output_processor.process(seq, frontier_tokens)
-            if new_tokens or new_text or seq.is_finished:
+            if new_tokens or new_text or seq.is_finished or seq.canvas_frames:
                 changed[seq.request_id] = None
                 deltas.setdefault(seq.request_id, {})[seq.index] = (new_tokens, new_text)
                 self.stats.num_generation_tokens += len(new_tokens)

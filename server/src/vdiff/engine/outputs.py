@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,9 @@ class CompletionOutput:
     stop_logprob: TokenLogprob | None = None
     """The end token's (EOS or a stop token id) that finished the choice, which token_ids leave out; vLLM
     lists it with the generated tokens (lm-eval's echo scoring slices it off)."""
+    canvas_frames: list[Any] | None = None
+    """vdiff: the CanvasFrames (engine/canvas_trace.py) of the steps since the last output, when the
+    request asked for them (SamplingParams.record_canvas), else None."""
 
     @property
     def finished(self) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from vdiff.engine.canvas_trace import take_frames
 from vdiff.engine.outputs import CompletionOutput, RequestOutput, RequestStats
 from vdiff.engine.sequence import Sequence
 from vdiff.sampling_params import SamplingParams
@@ -45,6 +46,7 @@ class Request:
                     logprobs=logprobs,
                     new_logprobs=new_logprobs,
                     stop_logprob=stop_logprob,
+                    canvas_frames=take_frames(seq),
                 )
             )
         self.stats.num_denoising_steps = sum(seq.stats.num_denoising_steps for seq in self.seqs)
