@@ -20,7 +20,9 @@ emulator used by test_e2e_kmock.py applies these rules:
   (kept apart from vdiff_operator.normalize on purpose: the emulator is the oracle, not the product).
 - `rbac_attributes`: the (apiGroup, resource, verb) an authorizer sees for a request
   (k8s.io/apiserver pkg/endpoints/request/requestinfo.go), so the e2e run can check config/rbac against what
-  the operator really calls; `unauthorized_status` is the 401 for a token that no longer authenticates.
+  the operator really calls; `unauthorized_status` is the 401 for a token that no longer authenticates;
+  `forbidden_status` the 403 for a request no grant allows (k8s.io/apiserver
+  pkg/endpoints/handlers/responsewriters/errors.go, `forbiddenMessage`).
 - `dependents_to_collect`: the garbage collector deleting objects whose owners are all gone
   (kubernetes pkg/controller/garbagecollector/garbagecollector.go, `attemptToDeleteItem`).
 """
@@ -355,3 +357,17 @@ def unauthorized_status() -> dict[str, Any]:
     """What the API server answers a request whose bearer token does not authenticate (any more)."""
     return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "Unauthorized",
             "reason": "Unauthorized", "code": 401}  # fmt: skip
+
+
+def forbidden_status(
+    group: str, resource: str, verb: str, name: str | None, namespace: str | None
+) -> dict[str, Any]:
+    """The Status an authorizer's denial gets (responsewriters.Forbidden / forbiddenMessage)."""
+    user = "system:serviceaccount:vdiff-system:vdiff-operator"
+    plural = resource.split("/")[0]
+    what = f'{plural} "{name}"' if name else plural
+    where = f' in the namespace "{namespace}"' if namespace else " at the cluster scope"
+    cannot = f'cannot {verb} resource "{resource}" in API group "{group}"{where}'
+    message = f'{what} is forbidden: User "{user}" {cannot}'
+    return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message,
+            "reason": "Forbidden", "details": {"name": name or "", "kind": plural}, "code": 403}  # fmt: skip

@@ -13,21 +13,30 @@ from api_server import (
     STORED_FORM,
     denial_status,
     dependents_to_collect,
+    forbidden_status,
     isvc_autoscaling_denial,
     isvc_defaults,
     isvc_denial_status,
+    rbac_attributes,
     servingruntime_denial,
     unauthorized_status,
 )
 from kmock._internal.dicts import patch_dict  # the merge kmock itself stores with
 
+RECORDED: dict[str, set[tuple[str, str, str, str | None]]] = {}
+"""e2e test name -> (apiGroup, resource, verb, namespace) of every request the operator made in it, kept here
+(one module object) so every test_e2e_*.py records into the same place for the RBAC check."""
+
 
 class Emulator(kmock.KubernetesEmulator):
     """Adds: generateName and uid on create (kopf posts Events with generated names), KServe's ServingRuntime
-    admission, the stored (normalised) form of typed objects, ownerReference garbage collection, and bearer
-    token authentication when `valid_tokens` is set (requests without a token are the test's own)."""
+    admission, the stored (normalised) form of typed objects, ownerReference garbage collection, bearer
+    token authentication when `valid_tokens` is set (requests without a token are the test's own), and an
+    authorizer denying the `forbidden` resources."""
 
     valid_tokens: set[str] | None = None
+    forbidden: frozenset[str] = frozenset()
+    """Plurals the operator's token may not touch (an RBAC grant left out): 403 as the authorizer answers."""
 
     def _stored(self) -> list[tuple[Any, dict[str, Any]]]:
         return [(key, obj.raw) for key, obj in self.objects.items() if not obj.deleted]
@@ -39,6 +48,11 @@ class Emulator(kmock.KubernetesEmulator):
         data = request.data if isinstance(request.data, dict) else None
         resource = request.resource
         plural = resource.plural if resource is not None else None
+        if auth and plural in self.forbidden:
+            attributes = rbac_attributes(str(request.method.value), request.url.path, dict(request.params))
+            assert attributes is not None
+            status = forbidden_status(*attributes, request.name, request.namespace)
+            return aiohttp.web.json_response(status, status=403)
         if request.action == kmock.action.CREATE and data is not None:
             meta = data.setdefault("metadata", {})
             if meta.get("generateName") and not meta.get("name"):

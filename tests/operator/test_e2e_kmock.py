@@ -18,7 +18,7 @@ import vdiff_operator  # noqa: F401  (registers the handlers)
 import yaml
 from api_server import keda_scaled_object, rbac_attributes
 from crd_schemas import validate_upstream
-from emulator import Emulator
+from emulator import RECORDED, Emulator
 from vdiff_operator.builders import inferenceservice
 
 NS = "models"
@@ -50,8 +50,6 @@ def declare(emulator: kmock.KubernetesEmulator, resources: dict[str, kmock.Resou
 
 
 Permission = tuple[str, str, str, str | None]  # (apiGroup, resource, verb, namespace or None)
-RECORDED: dict[str, set[Permission]] = {}
-"""test name -> what the operator asked the API server for (test_rbac_is_exactly_what_the_e2e_run_used)."""
 
 
 def operator_permissions(emulator: kmock.KubernetesEmulator) -> set[Permission]:
@@ -811,21 +809,32 @@ def granted(path: Path) -> set[tuple[str, str, str]]:
 
 
 def test_rbac_is_exactly_what_the_e2e_run_used(request: pytest.FixtureRequest) -> None:
-    """Least privilege (defect 5): the ClusterRole and the applications-namespace Role grant exactly the
-    (group, resource, verb) the operator requested in this module's e2e tests (api_server.rbac_attributes,
+    """Least privilege (defect 5): the ClusterRole, the applications-namespace Role and the optional
+    draft-credentials ClusterRole grant exactly the (group, resource, verb) the operator requested in the e2e
+    tests (test_e2e_*.py) (api_server.rbac_attributes,
     from k8s.io/apiserver pkg/endpoints/request/requestinfo.go), and the CSV's clusterPermissions are the
     ClusterRole."""
-    e2e = {item.name for item in request.session.items if item.module is request.module} - {request.node.name}
+    e2e = {
+        item.name
+        for item in request.session.items
+        if item.module.__name__.rsplit(".", 1)[-1].startswith("test_e2e_")
+    } - {request.node.name}
     if set(RECORDED) != e2e:
-        pytest.skip("needs every e2e test of this module in the same run")
+        pytest.skip("needs every e2e test (test_e2e_*.py) in the same run")
     repo = Path(__file__).resolve().parents[2]
     cluster_role = granted(repo / "config/rbac/role.yaml")
     templates = granted(repo / "config/applications-rbac/role.yaml")
+    draft_credentials = granted(repo / "config/draft-credentials-rbac/cluster_role.yaml")
     used = set().union(*RECORDED.values())
     in_applications = {p[:3] for p in used if p[0] == "template.openshift.io"}
     assert {p[3] for p in used if p[0] == "template.openshift.io"} == {APPLICATIONS_NAMESPACE}
     assert templates == in_applications, "applications-namespace Role"
-    assert cluster_role - ADMISSION_ONLY == {p[:3] for p in used} - in_applications, "ClusterRole"
+    # The optional ClusterRole: the reads of KServe's credential builder for an s3/gs/http(s) draft only.
+    credential_reads = {p[:3] for p in used if p[1] in ("serviceaccounts", "secrets")}
+    assert draft_credentials == credential_reads == {("", "serviceaccounts", "get"), ("", "secrets", "get")}
+    assert not cluster_role & draft_credentials, "Secrets are never in the operator's own ClusterRole"
+    expected = {p[:3] for p in used} - in_applications - credential_reads
+    assert cluster_role - ADMISSION_ONLY == expected, "ClusterRole"
     csv = yaml.safe_load((repo / "bundle/manifests/vdiff-operator.clusterserviceversion.yaml").read_text())
     (permission,) = csv["spec"]["install"]["spec"]["clusterPermissions"]
     assert permission["rules"] == yaml.safe_load((repo / "config/rbac/role.yaml").read_text())["rules"]

@@ -12,6 +12,8 @@ from pydantic import ValidationError
 
 from vdiff_operator.builders import build_children
 from vdiff_operator.builders.common import Platform
+from vdiff_operator.builders.credentials import credentials_from_objects
+from vdiff_operator.builders.inferenceservice import downloads_draft
 from vdiff_operator.models import KIND, DiffusionModel
 from vdiff_operator.settings import default_image, prometheus_url
 
@@ -28,7 +30,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vdiff-operator", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     render = commands.add_parser("render", help="print the child manifests of DiffusionModel objects")
-    render.add_argument("-f", "--filename", required=True, help="DiffusionModel YAML; - for stdin")
+    render.add_argument(
+        "-f",
+        "--filename",
+        required=True,
+        help="DiffusionModel YAML (with the predictor's ServiceAccount and its Secrets, if any); - for stdin",
+    )
     render.add_argument("-n", "--namespace", default="default", help="namespace when the object has none")
     render.add_argument("--openshift", action="store_true", help="Route API present (OpenShift)")
     render.add_argument("--rhoai", action="store_true", help="OpenShift AI present (implies --openshift)")
@@ -61,14 +68,29 @@ def _platform(args: argparse.Namespace) -> Platform:
     )
 
 
-def render(documents: Sequence[Any], platform: Platform, namespace: str) -> list[dict[str, Any]]:
+def render(
+    documents: Sequence[Any], platform: Platform, namespace: str, warnings: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """ServiceAccount and Secret documents in the input stand for the cluster's: an s3/gs/http(s) draft's
+    init container gets the credentials the operator would derive from them (builders/credentials.py)."""
     manifests: list[dict[str, Any]] = []
+    cluster = [
+        {**d, "metadata": {"namespace": namespace, **(d.get("metadata") or {})}}
+        for d in documents
+        if isinstance(d, dict) and d.get("kind") in ("ServiceAccount", "Secret")
+    ]
     for document in documents:
         if not isinstance(document, dict) or document.get("kind") != KIND:
             continue
         body = {**document, "metadata": {"namespace": namespace, **(document.get("metadata") or {})}}
         dm = DiffusionModel.from_body(body)
-        for child in build_children(dm, platform):
+        credentials = None
+        if downloads_draft(dm):
+            account = dm.spec.predictor_service_account
+            credentials, missing = credentials_from_objects(cluster, dm.namespace, account)
+            if warnings is not None:
+                warnings += missing
+        for child in build_children(dm, platform, credentials):
             if not dm.uid:  # no live owner yet: an empty uid would be rejected by the API server
                 child["metadata"].pop("ownerReferences", None)
             manifests.append(child)
@@ -114,12 +136,15 @@ def _one_line(error: BaseException) -> str:
 def _run(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     documents = _read_documents(args.filename)
+    warnings: list[str] = []
     try:
-        manifests = render(documents, _platform(args), args.namespace)
+        manifests = render(documents, _platform(args), args.namespace, warnings)
     except (ValidationError, ValueError, TypeError, KeyError, AttributeError) as error:
         raise CliError(f"invalid {KIND} in {args.filename}: {_one_line(error)}") from None
     if not manifests:
         raise CliError(f"no {KIND} found in {args.filename} (a document with kind: {KIND})")
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     yaml.safe_dump_all(manifests, sys.stdout, sort_keys=False)
     return 0
 

@@ -37,6 +37,8 @@ PLURALS = {
     "Template": "templates",
     "DSCInitialization": "dscinitializations",
     "DiffusionModel": "diffusionmodels",
+    "ServiceAccount": "serviceaccounts",
+    "Secret": "secrets",
 }
 TOKEN_REFRESH_S = 60.0
 """Re-read the bearer token at least this often, as client-go does for a projected service-account token

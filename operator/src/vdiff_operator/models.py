@@ -43,6 +43,7 @@ TENSOR_PARALLEL_ARG_REFUSAL = (
     "one rank per GPU the pod gets"
 )
 
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 NAME_PATTERN = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 CpuQuantity = int | Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)?m?$")]
 MemoryQuantity = int | Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)?([EPTGMK]i?|[mk])?$")]
@@ -252,6 +253,9 @@ class DiffusionModelSpec(SpecModel):
     autoscaling: Autoscaling | None = None
     image: str | None = Field(default=None, min_length=1)
     image_pull_secrets: list[LocalObjectReference] = Field(default_factory=list)
+    service_account_name: Annotated[str, StringConstraints(pattern=DNS_SUBDOMAIN, max_length=253)] | None = (
+        None
+    )
     api_key_secret_ref: SecretKeyRef | None = None
     auth: Auth = Field(default_factory=Auth)
     rate_limits: RateLimits = Field(default_factory=RateLimits)
@@ -274,6 +278,11 @@ class DiffusionModelSpec(SpecModel):
                 "spec.replicas and spec.autoscaling are exclusive: set the bounds in spec.autoscaling"
             )
         return self
+
+    @property
+    def predictor_service_account(self) -> str:
+        """The account the predictor pod (and so KServe's storage-initializer) runs as."""
+        return self.service_account_name or "default"
 
     @property
     def min_replicas(self) -> int:

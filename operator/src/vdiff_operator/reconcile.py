@@ -9,6 +9,8 @@ from typing import Any
 from vdiff_operator import status as st
 from vdiff_operator.builders import build_children, scaling_plan, wants_route, wants_service_monitor
 from vdiff_operator.builders.common import inference_service_name
+from vdiff_operator.builders.credentials import StorageCredentials, credentials_from_objects
+from vdiff_operator.builders.inferenceservice import downloads_draft
 from vdiff_operator.kube import ApiError, KubeApi
 from vdiff_operator.models import Condition, DiffusionModel
 
@@ -55,7 +57,10 @@ async def reconcile(
     observed: dict[str, dict[str, Any]] = {}
     events: list[tuple[str, str]] = []
     warnings: list[str] = []
-    for child in build_children(dm, platform):
+    credentials = None
+    if downloads_draft(dm):
+        credentials, warnings = await read_storage_credentials(api, dm)
+    for child in build_children(dm, platform, credentials):
         kind, name = child["kind"], child["metadata"]["name"]
         try:
             action, observed[kind] = await api.apply(child)
@@ -116,6 +121,43 @@ async def reconcile(
         )
     status = st.build_status(dm, conditions, url=url, inference_service=inference_service_name(dm))
     return Outcome(status, events=events)
+
+
+DRAFT_CREDENTIALS_ROLE = "vdiff-operator-draft-credentials"
+
+
+def _rbac_hint(error: ApiError) -> str:
+    if error.status != 403:
+        return ""
+    return f"; grant the optional ClusterRole {DRAFT_CREDENTIALS_ROLE} (config/draft-credentials-rbac)"
+
+
+async def read_storage_credentials(api: KubeApi, dm: DiffusionModel) -> tuple[StorageCredentials, list[str]]:
+    """The predictor's ServiceAccount and the Secrets it lists, read the way KServe's credential builder
+    reads them (GET each, in order; pkg/credentials/service_account_credentials.go). A Secret that cannot
+    be read is left out with a warning: the draft is then fetched with what remains."""
+    namespace, account = dm.namespace, dm.spec.predictor_service_account
+    try:
+        service_account = await api.get("v1", "ServiceAccount", namespace, account)
+    except ApiError as error:
+        unreadable = (
+            f"ServiceAccount {account} not readable ({error}): draft fetched without credentials"
+            + _rbac_hint(error)
+        )
+        return StorageCredentials(), [unreadable]
+    if service_account is None:
+        return StorageCredentials(), []
+    objects, warnings = [{**service_account, "kind": "ServiceAccount"}], []
+    for ref in service_account.get("secrets") or []:
+        try:
+            secret = await api.get("v1", "Secret", namespace, ref.get("name", ""))
+        except ApiError as error:
+            warnings.append(f"Secret {ref.get('name')} not readable ({error}){_rbac_hint(error)}")
+            continue
+        if secret is not None:
+            objects.append({**secret, "kind": "Secret"})
+    credentials, missing = credentials_from_objects(objects, namespace, account)
+    return credentials, warnings + missing
 
 
 def invalid_spec_status(

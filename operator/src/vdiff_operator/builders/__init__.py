@@ -6,6 +6,7 @@ from typing import Any
 
 from vdiff_operator.builders.autoscaling import ScalingPlan, scaling_plan
 from vdiff_operator.builders.common import Platform
+from vdiff_operator.builders.credentials import StorageCredentials
 from vdiff_operator.builders.inferenceservice import build_inference_service
 from vdiff_operator.builders.route import build_route
 from vdiff_operator.builders.servicemonitor import build_service_monitor
@@ -16,6 +17,7 @@ from vdiff_operator.models import DiffusionModel
 __all__ = [
     "Platform",
     "ScalingPlan",
+    "StorageCredentials",
     "build_children",
     "build_inference_service",
     "build_route",
@@ -45,9 +47,14 @@ def wants_service_monitor(dm: DiffusionModel, platform: Platform) -> bool:
     return mode == "Enabled" or not platform.has_dsc_initialization
 
 
-def build_children(dm: DiffusionModel, platform: Platform) -> list[dict[str, Any]]:
+def build_children(
+    dm: DiffusionModel, platform: Platform, credentials: StorageCredentials | None = None
+) -> list[dict[str, Any]]:
     """Every object the operator keeps in the DiffusionModel's namespace, plus the dashboard Template."""
-    children = [build_serving_runtime(dm, image_for(dm, platform)), build_inference_service(dm, platform)]
+    children = [
+        build_serving_runtime(dm, image_for(dm, platform)),
+        build_inference_service(dm, platform, credentials),
+    ]
     if wants_route(dm, platform):
         children.append(build_route(dm))
     if wants_service_monitor(dm, platform):

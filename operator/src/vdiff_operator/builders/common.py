@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from vdiff_operator.builders.credentials import CredentialConfig, credential_config
 from vdiff_operator.models import API_VERSION, KIND, DiffusionModel
 
 MANAGED_BY = "vdiff-operator"
@@ -66,6 +67,12 @@ class Platform:
     operator uses thanos-querier with odh-model-controller's TriggerAuthentication instead."""
     storage_initializer_image: str = field(default_factory=storage_initializer_image)
     """Image of the init container fetching an s3/gs/http(s) draft model (builders/inferenceservice)."""
+    kserve_credentials: CredentialConfig | None = None
+    """KServe's `credentials` config; None: VDIFF_KSERVE_CREDENTIALS, else the value KServe/ODH ships."""
+
+    @property
+    def credential_config(self) -> CredentialConfig:
+        return self.kserve_credentials or credential_config(rhoai=self.has_dsc_initialization)
 
     @classmethod
     def openshift(

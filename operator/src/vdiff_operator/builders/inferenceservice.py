@@ -21,6 +21,7 @@ from vdiff_operator.builders.common import (
     metadata,
     serving_runtime_name,
 )
+from vdiff_operator.builders.credentials import CredentialMounts, StorageCredentials, storage_credentials
 from vdiff_operator.models import DRAFT_DOWNLOAD_SCHEMES, DiffusionModel
 
 API_VERSION = "serving.kserve.io/v1beta1"
@@ -86,22 +87,33 @@ def _draft_volume(dm: DiffusionModel) -> tuple[dict[str, Any], dict[str, Any]] |
     return {"name": DRAFT_VOLUME, "emptyDir": {}}, mount
 
 
-def _draft_initializer(dm: DiffusionModel, platform: Platform) -> dict[str, Any] | None:
+def downloads_draft(dm: DiffusionModel) -> bool:
+    """Whether the draft is fetched by an init container (and so needs the account's credentials)."""
+    draft = dm.spec.draft_model
+    return draft is not None and draft.uri.partition("://")[0] in DRAFT_DOWNLOAD_SCHEMES
+
+
+def _draft_initializer(
+    dm: DiffusionModel, platform: Platform, mounts: CredentialMounts
+) -> dict[str, Any] | None:
     """The draft's download, done as KServe does the main model's: its storage-initializer image with the
     args `<uri> <dest dir>` (python/storage-initializer/scripts/initializer-entrypoint), writing into the
-    draft's emptyDir. It runs under the predictor's service account, but KServe's webhook adds S3/GCS
-    credentials (from that account's Secrets) only to its own storage-initializer container."""
-    draft = dm.spec.draft_model
-    if draft is None or draft.uri.partition("://")[0] not in DRAFT_DOWNLOAD_SCHEMES:
+    draft's emptyDir, with the credentials KServe's webhook would give its own storage-initializer
+    (builders/credentials.py: the predictor service account's Secrets and annotations)."""
+    if not downloads_draft(dm):
         return None
-    return {
+    assert dm.spec.draft_model is not None
+    container: dict[str, Any] = {
         "name": DRAFT_INITIALIZER_NAME,
         "image": platform.storage_initializer_image,
-        "args": [draft.uri, DRAFT_MOUNT_PATH],
+        "args": [dm.spec.draft_model.uri, DRAFT_MOUNT_PATH],
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "resources": {kind: dict(values) for kind, values in DRAFT_INITIALIZER_RESOURCES.items()},
-        "volumeMounts": [{"name": DRAFT_VOLUME, "mountPath": DRAFT_MOUNT_PATH}],
+        "volumeMounts": [{"name": DRAFT_VOLUME, "mountPath": DRAFT_MOUNT_PATH}, *mounts.volume_mounts],
     }
+    if mounts.env:
+        container["env"] = mounts.env
+    return container
 
 
 def _api_keys_volume(dm: DiffusionModel) -> tuple[dict[str, Any], dict[str, Any]] | None:
@@ -118,8 +130,15 @@ def _api_keys_volume(dm: DiffusionModel) -> tuple[dict[str, Any], dict[str, Any]
     return volume, mount
 
 
-def build_inference_service(dm: DiffusionModel, platform: Platform | None = None) -> dict[str, Any]:
+def build_inference_service(
+    dm: DiffusionModel, platform: Platform | None = None, credentials: StorageCredentials | None = None
+) -> dict[str, Any]:
+    """`credentials`: the predictor service account and its Secrets as read from the cluster; None (or
+    nothing read) renders the draft's fetch without credentials."""
     platform = platform or Platform()
+    mounts = CredentialMounts()
+    if downloads_draft(dm) and credentials is not None:
+        mounts = storage_credentials(credentials, platform.credential_config)
     model: dict[str, Any] = {
         "modelFormat": {"name": MODEL_FORMAT},
         "runtime": serving_runtime_name(dm),
@@ -147,11 +166,13 @@ def build_inference_service(dm: DiffusionModel, platform: Platform | None = None
         predictor["nodeSelector"] = dict(dm.spec.node_selector)
     if dm.spec.image_pull_secrets:
         predictor["imagePullSecrets"] = [{"name": ref.name} for ref in dm.spec.image_pull_secrets]
+    if dm.spec.service_account_name:
+        predictor["serviceAccountName"] = dm.spec.service_account_name
     mounted = [pair for pair in (_draft_volume(dm), _api_keys_volume(dm)) if pair is not None]
     if mounted:
-        predictor["volumes"] = [volume for volume, _ in mounted]
+        predictor["volumes"] = [volume for volume, _ in mounted] + mounts.volumes
         model["volumeMounts"] = [mount for _, mount in mounted]
-    initializer = _draft_initializer(dm, platform)
+    initializer = _draft_initializer(dm, platform, mounts)
     if initializer is not None:
         predictor["initContainers"] = [initializer]
     annotations = {DEPLOYMENT_MODE_ANNOTATION: "RawDeployment", "openshift.io/display-name": display_name(dm)}
