@@ -11,6 +11,7 @@ credentials with the reason in the Reconciled condition.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
 import kmock
@@ -30,6 +31,7 @@ from test_e2e_kmock import (  # the shared cluster fixture records this module's
     live,
     running_operator,
     sample,
+    writes,
 )
 from vdiff_operator.builders.inferenceservice import DRAFT_INITIALIZER_NAME
 
@@ -129,6 +131,16 @@ async def test_an_s3_draft_gets_the_service_accounts_credentials_and_follows_the
         reconciled = condition(dm, "Reconciled")
         assert reconciled["status"] == "True"
         assert "Secret gone (listed on ServiceAccount models-sa) not found" in reconciled["message"]
+
+        # Unchanged account and Secrets: the resyncs read them again and write nothing.
+        await asyncio.sleep(1.0)
+        since = len(list(cluster))
+        await asyncio.sleep(2.0)  # four resync ticks at 0.5 s
+        reads = [
+            r for r in list(cluster)[since:] if r.resource is not None and r.resource.plural == "secrets"
+        ]
+        assert len(reads) >= 2, "the resync did not read the Secrets"
+        assert writes(cluster, since) == []
 
         # The Secret's endpoint changes: the next resync re-reads it, as KServe would on the next pod.
         moved = {"metadata": {"annotations": {"serving.kserve.io/s3-endpoint": "minio.storage.svc:9000"}}}
