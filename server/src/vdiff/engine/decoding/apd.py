@@ -220,6 +220,7 @@ class APDPolicy(DecodingPolicy):
                 self.context.stats.record_draft(int(lengths[row]) - 1, int(accepted[row]) - 1)
         for row, (step, result) in enumerate(zip(steps, results, strict=True)):
             tokens = draft[row, : int(accepted[row])]
+            verified = None
             if is_constrained(step.seq):  # the accepted draft, while the grammar accepts it in order
                 length, t = int(lengths[row]), step.state.frontier
                 _, tokens = frontier_run(
@@ -227,9 +228,11 @@ class APDPolicy(DecodingPolicy):
                     torch.arange(t, t + length),
                     draft[row, :length],
                     torch.arange(length) < accepted[row],
-                    allow_forced=False,
+                    stop_after_forced=True,
                 )
-            self._advance(step, result, tokens)
+                differs = (tokens != draft[row, : tokens.shape[0]]).nonzero()
+                verified = t + int(differs[0]) if differs.numel() else None  # the verifier saw the draft
+            self._advance(step, result, tokens, verified)
 
     def _dllm_log_probs(self, logits: torch.Tensor, vocab: int) -> torch.Tensor:
         logits = logits[:, :vocab].float().clone()
@@ -274,7 +277,11 @@ class APDPolicy(DecodingPolicy):
             rows.append(logits[: state.right - state.frontier, :vocab].log_softmax(dim=-1).clamp_min(-1e9))
         return rows
 
-    def _advance(self, step: _Step, result: ForwardResult, accepted: torch.Tensor) -> None:
+    def _advance(
+        self, step: _Step, result: ForwardResult, accepted: torch.Tensor, verified: int | None = None
+    ) -> None:
+        """Commit `accepted` at the frontier; the verifier's state is kept up to `verified` (default: all
+        of it) when a constrained run replaced a drafted token there."""
         seq, state = step.seq, step.state
         t, count = state.frontier, accepted.shape[0]
         seq.commit(torch.arange(t, t + count), accepted)
@@ -284,7 +291,7 @@ class APDPolicy(DecodingPolicy):
             state.dllm_kv = fresh if past is None or state.left == 0 else past.concat(fresh)
         state.previous_frontier = t
         if getattr(step, "ar_logits", None) is not None:
-            self._advance_verifier(step, t + count)
+            self._advance_verifier(step, t + count if verified is None else verified)
         state.num_steps += 1
         state.num_accepted += count
 

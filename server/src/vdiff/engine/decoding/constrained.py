@@ -12,9 +12,9 @@ sequence commits from its frontier only:
    pick conditioned on being allowed follows the masked distribution; a confidence read before masking
    is a lower bound of the masked one, so the rule is only ever stricter. Where the pick fails but the
    new state allows exactly one token (JSON punctuation, a key the schema fixes), the masked distribution
-   is a point mass of confidence 1: that token is committed under any confidence rule (not under APD,
-   whose verifier already scored the draft). The first position that fails ends the run: it waits to
-   become the frontier, where it is masked;
+   is a point mass of confidence 1: that token is committed under any confidence rule (APD ends its run
+   there: its verifier scored the draft, so its cache is kept only up to that position). The first
+   position that fails ends the run: it waits to become the frontier, where it is masked;
 3. no position right of the run is committed; when the grammar is complete the end token follows (in the
    same step when its position was queried), so the sequence finishes "stop".
 """
@@ -45,7 +45,7 @@ def frontier_run(
     tokens: torch.Tensor,
     accept: torch.Tensor | None = None,
     max_count: int | None = None,
-    allow_forced: bool = True,
+    stop_after_forced: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(canvas indices, tokens) to commit: the frontier's token, then the run rule 2 allows.
 
@@ -71,11 +71,15 @@ def frontier_run(
                 token = first_allowed(matcher)  # only a degenerate row (every token masked) gets here
                 matcher.num_fallbacks += 1
             else:
-                forced = matcher.forced_token() if allow_forced else None
+                forced = matcher.forced_token()
                 if forced is None:
                     break
                 token = forced
             matcher.consume(token)
+            if index > 0 and token != chosen[index] and stop_after_forced:
+                run_positions.append(position)
+                run_tokens.append(token)
+                break
         run_positions.append(position)
         run_tokens.append(token)
         if token == matcher.eos_token_id or token in end_tokens:
