@@ -207,6 +207,7 @@ class AsyncLLMEngine(EngineClient):
         try:
             while not self._stopping:
                 self._wakeup.clear()
+                self.engine.check_alive()
                 self._apply_commands()
                 self._publish_stats()
                 if not self.engine.has_unfinished_requests():

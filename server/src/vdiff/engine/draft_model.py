@@ -93,7 +93,13 @@ def load_draft_model(config: EngineConfig, target_tokenizer: TokenizerInfo) -> D
     check_same_tokenizer(draft_dir, target_tokenizer, config)
     if model_type in NATIVE_AR_MODEL_TYPES:
         loaded = load_model(
-            Config(model=str(draft_dir), dtype=config.dtype, device=config.device, seed=config.seed)
+            Config(
+                model=str(draft_dir),
+                dtype=config.dtype,
+                device=config.device,
+                seed=config.seed,
+                tensor_parallel_size=config.tensor_parallel_size,
+            )
         )
         model: DiffusionModel = loaded.model
         device = loaded.device

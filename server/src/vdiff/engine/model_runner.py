@@ -50,6 +50,9 @@ class ModelRunner:
         self.num_forwards = 0
         # the trust_remote_code wrapper (unbatched) runs foreign code: never compiled
         self.forward = compile_forward(model, device, enforce_eager or not self.supports_batching)
+        parallel = getattr(model, "parallel_forward", None)
+        if parallel is not None:  # tensor parallel: every rank runs this forward on its shard, eagerly
+            self.forward = parallel
 
     @torch.inference_mode()
     def warm_up(self, length: int = 16) -> None:
@@ -70,6 +73,12 @@ class ModelRunner:
                 [ForwardRequest(ids[:, half:], torch.arange(half, length), torch.arange(half), past=past)]
             )
         self.num_forwards = before
+
+    def check_alive(self) -> None:
+        """Raises when a tensor-parallel worker of this model is gone (no-op on one device)."""
+        check = getattr(self.forward, "check_alive", None)
+        if check is not None:
+            check()
 
     @property
     def supports_batching(self) -> bool:

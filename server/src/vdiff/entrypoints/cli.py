@@ -31,10 +31,8 @@ NO_MODEL_MESSAGE = (
 SECRET_FIELDS = ("api_key", "hf_token")
 LOGGING_LEVEL_ENV = ("VDIFF_LOGGING_LEVEL", "VLLM_LOGGING_LEVEL")
 """Level of vdiff's own log (default INFO; DEBUG adds the full resolved configuration)."""
-NOT_SUPPORTED_YET = {
-    "tensor_parallel_size": "vdiff runs one model on one device; scale out with replicas instead (only "
-    "--tensor-parallel-size 1 is accepted)",
-}
+NOT_SUPPORTED_YET: dict[str, str] = {}
+"""vLLM flags (VllmCompatArgs fields) refused with the reason until vdiff implements them."""
 PREFIX_CACHING_WARNING = (
     "--enable-prefix-caching is ignored: a diffusion model attends bidirectionally, so a prompt's KV depends "
     "on the whole canvas and cannot be shared between requests (--kv-cache prefix is the approximate "
@@ -92,6 +90,16 @@ def _check_quantization(config: EngineConfig) -> None:
         )
 
 
+def _check_tensor_parallel(config: EngineConfig) -> None:
+    """-tp N: the devices and the model's shapes are checked before any worker starts or loads."""
+    if config.tensor_parallel_size == 1:
+        return
+    from vdiff.distributed.group import check_devices, check_parallel_model
+
+    check_devices(config.device, config.tensor_parallel_size)
+    check_parallel_model(config)
+
+
 def build_configs(serve_args: ServeArgs) -> tuple[EngineConfig, FrontendArgs]:
     """Validate every value and combination that can be checked without loading the model."""
     engine_kwargs = serve_args.engine_kwargs()
@@ -127,6 +135,7 @@ def build_configs(serve_args: ServeArgs) -> tuple[EngineConfig, FrontendArgs]:
 
         read_chat_template(config.chat_template)
     _check_quantization(config)
+    _check_tensor_parallel(config)
     _check_ssl(frontend)
     _check_middleware(frontend)
     check_vllm_compat(VllmCompatArgs(**serve_args.compat_kwargs()))
@@ -172,7 +181,7 @@ def check_vllm_compat(compat: VllmCompatArgs) -> None:
     """vLLM flags without an effect here get one warning; those other issues will implement are refused."""
     if compat.enable_prefix_caching:
         logger.warning(PREFIX_CACHING_WARNING)
-    harmless = {"tensor_parallel_size": (None, 1)}
+    harmless: dict[str, tuple[object, ...]] = {}
     for name, reason in NOT_SUPPORTED_YET.items():
         value = getattr(compat, name)
         if value in harmless.get(name, (None,)):
@@ -248,6 +257,10 @@ def serve(argv: Sequence[str], environ: Mapping[str, str] | None = None, prog: s
 
     from vdiff.entrypoints.api_server import run_server
 
+    if config.tensor_parallel_size > 1:
+        from vdiff.distributed.group import exit_process_on_worker_loss
+
+        exit_process_on_worker_loss()
     try:
         asyncio.run(run_server(config, frontend, sock))
     except VdiffValidationError as error:  # found while loading (e.g. a checkpoint without a mask token)
@@ -258,7 +271,15 @@ def serve(argv: Sequence[str], environ: Mapping[str, str] | None = None, prog: s
         return 1
     except KeyboardInterrupt:
         return 0
+    finally:
+        _stop_tensor_parallel_workers()
     return 0
+
+
+def _stop_tensor_parallel_workers() -> None:
+    """Every rank stops with the server, whatever ended it."""
+    if "vdiff.distributed.group" in sys.modules:
+        sys.modules["vdiff.distributed.group"].shutdown_workers()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

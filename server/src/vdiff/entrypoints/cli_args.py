@@ -50,8 +50,8 @@ FALSE_WORDS = {"0", "false", "no", "off"}
 FLAG_GROUPS = {
     "Model": ("model", "tokenizer", "revision", "download_dir", "hf_token", "trust_remote_code",
               "served_model_names", "chat_template", "generation_config", "override_generation_config"),
-    "Capacity": ("dtype", "device", "quantization", "max_model_len", "max_num_seqs", "max_waiting_requests",
-                 "seed", "enforce_eager", "max_logprobs"),
+    "Capacity": ("dtype", "device", "quantization", "tensor_parallel_size", "max_model_len", "max_num_seqs",
+                 "max_waiting_requests", "seed", "enforce_eager", "max_logprobs"),
     "Diffusion decoding defaults": ("diffusion_steps", "block_length", "remasking", "dream_alg"),
     "Fast decoding": ("decoding", "threshold", "factor", "kv_cache", "kv_cache_vicinity", "draft_model",
                       "apd_mixture_weight", "apd_kv_window", "apd_max_lookahead"),

@@ -70,6 +70,8 @@ class FrontendArgs:
     """Add an X-Request-Id header to every response (the request's own X-Request-Id, else a new id)."""
     disable_fastapi_docs: bool = False
     """Do not serve the OpenAPI schema, Swagger UI and ReDoc (/openapi.json, /docs, /redoc)."""
+    disable_ui: bool = False
+    """vdiff: do not serve the live canvas page at /ui (docs/live-view.md); the API's stream_canvas stays."""
     trust_request_chat_template: bool = False
     """Let requests send their own chat_template (as vLLM, off by default: a template is code that runs
     in the server, and a hostile one can loop for hours)."""
@@ -144,8 +146,6 @@ class VllmCompatArgs:
     """vLLM's cross-request prefix cache. Accepted with a warning: a bidirectional diffusion model's prompt
     KV depends on the whole canvas, so no exact cache can be shared between requests (--kv-cache prefix is
     the approximate per-request one)."""
-    tensor_parallel_size: int | None = None
-    """vLLM's tensor parallelism. Not supported yet: only 1 is accepted (one device per server)."""
 
 
 def bind_socket(args: FrontendArgs) -> socket.socket:

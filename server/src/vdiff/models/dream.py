@@ -11,6 +11,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from vdiff.distributed.layers import (
+    ColumnParallelLinear,
+    ParallelLMHead,
+    RowParallelLinear,
+    VocabParallelEmbedding,
+    plan_heads,
+)
+from vdiff.distributed.state import building_state
 from vdiff.models.base import DiffusionModel, KVCache, ModelOutput, select_positions
 from vdiff.models.layers import DecoderLayer, DecoderParts, RMSNorm, read_rope_theta, run_decoder_layers
 
@@ -54,26 +62,31 @@ class Qwen2Attention(nn.Module):
         hidden = config.hidden_size
         q_size = config.num_attention_heads * config.head_dim
         kv_size = config.num_key_value_heads * config.head_dim
-        self.q_proj = nn.Linear(hidden, q_size, bias=True)
-        self.k_proj = nn.Linear(hidden, kv_size, bias=True)
-        self.v_proj = nn.Linear(hidden, kv_size, bias=True)
-        self.o_proj = nn.Linear(q_size, hidden, bias=False)
+        heads = plan_heads(
+            config.num_attention_heads, config.num_key_value_heads, config.head_dim, building_state()
+        )
+        self.num_heads, self.num_kv_heads = heads.num_heads, heads.num_kv_heads
+        self.q_proj = ColumnParallelLinear(hidden, q_size, True, rows=heads.q_rows)
+        self.k_proj = ColumnParallelLinear(hidden, kv_size, True, rows=heads.kv_rows)
+        self.v_proj = ColumnParallelLinear(hidden, kv_size, True, rows=heads.kv_rows)
+        self.o_proj = RowParallelLinear(q_size, hidden, False)
 
 
 class Qwen2MLP(nn.Module):
     def __init__(self, config: Qwen2Config) -> None:
         super().__init__()
-        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+        hidden, intermediate = config.hidden_size, config.intermediate_size
+        self.gate_proj = ColumnParallelLinear(hidden, intermediate, False, what="MLP features")
+        self.up_proj = ColumnParallelLinear(hidden, intermediate, False, what="MLP features")
+        self.down_proj = RowParallelLinear(intermediate, hidden, False, what="MLP features")
 
 
 class Qwen2DecoderLayer(DecoderLayer):
     def __init__(self, config: Qwen2Config) -> None:
         super().__init__()
-        self.num_heads, self.num_kv_heads = config.num_attention_heads, config.num_key_value_heads
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.self_attn = Qwen2Attention(config)
+        self.num_heads, self.num_kv_heads = self.self_attn.num_heads, self.self_attn.num_kv_heads
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = Qwen2MLP(config)
 
@@ -95,7 +108,7 @@ class Qwen2DecoderLayer(DecoderLayer):
 class Qwen2Backbone(nn.Module):
     def __init__(self, config: Qwen2Config) -> None:
         super().__init__()
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.embed_tokens = VocabParallelEmbedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(Qwen2DecoderLayer(config) for _ in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
@@ -105,6 +118,7 @@ class DreamModel(DiffusionModel):
 
     family = "dream"
     logit_shift = True
+    supports_tensor_parallel = True
 
     def __init__(self, config: Qwen2Config, *, is_causal: bool = False) -> None:
         super().__init__()
@@ -113,7 +127,7 @@ class DreamModel(DiffusionModel):
         self.is_causal = is_causal
         self.model = Qwen2Backbone(config)
         if not config.tie_word_embeddings:
-            self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+            self.lm_head = ParallelLMHead(config.hidden_size, config.vocab_size, False)
 
     @classmethod
     def from_hf_config(cls, hf_config: dict[str, Any]) -> DreamModel:
@@ -121,7 +135,7 @@ class DreamModel(DiffusionModel):
 
     def project_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.config.tie_word_embeddings:
-            return nn.functional.linear(hidden, self.model.embed_tokens.weight)
+            return self.model.embed_tokens.project(hidden)
         return self.lm_head(hidden)
 
     def forward(

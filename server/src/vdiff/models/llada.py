@@ -8,6 +8,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from vdiff.distributed.layers import (
+    ColumnParallelLinear,
+    ParallelLMHead,
+    RowParallelLinear,
+    VocabParallelEmbedding,
+    plan_heads,
+)
+from vdiff.distributed.state import building_state
 from vdiff.models.base import DiffusionModel, KVCache, ModelOutput, select_positions
 from vdiff.models.layers import DecoderLayer, DecoderParts, RMSNorm, run_decoder_layers
 
@@ -54,18 +62,21 @@ class LLaDABlock(DecoderLayer):
     def __init__(self, config: LLaDAConfig) -> None:
         super().__init__()
         d_model, hidden = config.d_model, config.mlp_hidden_size
-        kv_size = config.n_kv_heads * (d_model // config.n_heads)
+        head_dim = d_model // config.n_heads
+        kv_size = config.n_kv_heads * head_dim
         qkv_bias = config.include_bias or config.include_qkv_bias
-        self.num_heads, self.num_kv_heads = config.n_heads, config.n_kv_heads
+        bias = config.include_bias
+        heads = plan_heads(config.n_heads, config.n_kv_heads, head_dim, building_state())
+        self.num_heads, self.num_kv_heads = heads.num_heads, heads.num_kv_heads
         self.attn_norm = RMSNorm(d_model, config.rms_norm_eps)
-        self.q_proj = nn.Linear(d_model, d_model, bias=qkv_bias)
-        self.k_proj = nn.Linear(d_model, kv_size, bias=qkv_bias)
-        self.v_proj = nn.Linear(d_model, kv_size, bias=qkv_bias)
-        self.attn_out = nn.Linear(d_model, d_model, bias=config.include_bias)
+        self.q_proj = ColumnParallelLinear(d_model, d_model, qkv_bias, rows=heads.q_rows)
+        self.k_proj = ColumnParallelLinear(d_model, kv_size, qkv_bias, rows=heads.kv_rows)
+        self.v_proj = ColumnParallelLinear(d_model, kv_size, qkv_bias, rows=heads.kv_rows)
+        self.attn_out = RowParallelLinear(d_model, d_model, bias)
         self.ff_norm = RMSNorm(d_model, config.rms_norm_eps)
-        self.ff_proj = nn.Linear(d_model, hidden, bias=config.include_bias)  # gate
-        self.up_proj = nn.Linear(d_model, hidden, bias=config.include_bias)
-        self.ff_out = nn.Linear(hidden, d_model, bias=config.include_bias)  # down
+        self.ff_proj = ColumnParallelLinear(d_model, hidden, bias, what="MLP features")  # gate
+        self.up_proj = ColumnParallelLinear(d_model, hidden, bias, what="MLP features")
+        self.ff_out = RowParallelLinear(hidden, d_model, bias, what="MLP features")  # down
 
     def parts(self) -> DecoderParts:
         return DecoderParts(
@@ -84,11 +95,11 @@ class LLaDABlock(DecoderLayer):
 class LLaDATransformer(nn.Module):
     def __init__(self, config: LLaDAConfig) -> None:
         super().__init__()
-        self.wte = nn.Embedding(config.embedding_size, config.d_model)
+        self.wte = VocabParallelEmbedding(config.embedding_size, config.d_model)
         self.blocks = nn.ModuleList(LLaDABlock(config) for _ in range(config.n_layers))
         self.ln_f = RMSNorm(config.d_model, config.rms_norm_eps)
         if not config.weight_tying:
-            self.ff_out = nn.Linear(config.d_model, config.embedding_size, bias=config.include_bias)
+            self.ff_out = ParallelLMHead(config.d_model, config.embedding_size, config.include_bias)
 
 
 class _LLaDAWrapper(nn.Module):
@@ -101,6 +112,7 @@ class LLaDAModel(DiffusionModel):
     """Tensor names `model.transformer.{wte, blocks.i.*, ln_f, ff_out}` as in the released checkpoints."""
 
     family = "llada"
+    supports_tensor_parallel = True
 
     def __init__(self, config: LLaDAConfig, *, is_causal: bool = False) -> None:
         super().__init__()
@@ -117,7 +129,7 @@ class LLaDAModel(DiffusionModel):
     def lm_head(self, hidden: torch.Tensor) -> torch.Tensor:
         transformer = self.model.transformer
         if self.config.weight_tying:
-            return nn.functional.linear(hidden, transformer.wte.weight)
+            return transformer.wte.project(hidden)
         return transformer.ff_out(hidden)
 
     def forward(

@@ -19,6 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from vdiff.config import EngineConfig
+from vdiff.distributed.state import SINGLE, TensorParallel, build_sharded
 from vdiff.errors import VdiffValidationError
 from vdiff.models.base import DiffusionModel
 from vdiff.models.registry import FamilySpec, get_family
@@ -292,8 +293,39 @@ def _is_ignorable(name: str, expected: set[str]) -> bool:
     return name.endswith(_IGNORED_SUFFIXES) or (name in _TIED_HEAD_NAMES and name not in expected)
 
 
+def _slice_of(model: nn.Module, name: str) -> Any:
+    """The tensor-parallel slice (vdiff.distributed.layers.Slice) a parameter is read from, or None."""
+    module_name, _, attribute = name.rpartition(".")
+    return getattr(model.get_submodule(module_name), "tp_slices", {}).get(attribute)
+
+
+def _read_tensor(handle: Any, name: str, spec: Any) -> torch.Tensor:
+    """The whole stored tensor, or only its slice (safetensors reads just those bytes), zero-padded."""
+    if spec is None:
+        return handle.get_tensor(name)
+    stored = handle.get_slice(name)
+    shape = list(stored.get_shape())
+    if spec.dim >= len(shape) or spec.stop > shape[spec.dim]:
+        raise VdiffValidationError(
+            f"Tensor {name} has shape {tuple(shape)}: too small for this rank's slice "
+            f"[{spec.start}:{spec.stop}] of dimension {spec.dim} (see config.json)",
+            "model",
+        )
+    index = [slice(None)] * len(shape)
+    index[spec.dim] = slice(spec.start, spec.stop)
+    tensor = stored[tuple(index)]
+    missing = spec.size - tensor.shape[spec.dim]
+    if missing > 0:  # the last rank's share of a vocabulary padded to a multiple of the ranks
+        pad_shape = list(tensor.shape)
+        pad_shape[spec.dim] = missing
+        tensor = torch.cat([tensor, tensor.new_zeros(pad_shape)], dim=spec.dim)
+    return tensor
+
+
 def load_weights(model: nn.Module, files: list[Path], dtype: torch.dtype, device: torch.device) -> None:
-    """Materialise every (meta) parameter from the safetensors files; names and shapes must match exactly."""
+    """Materialise every (meta) parameter from the safetensors files; names and shapes must match exactly.
+
+    A tensor-parallel shard reads only its slice of each split parameter (see `_slice_of`)."""
     expected = {name: param.shape for name, param in model.named_parameters()}
     located: dict[str, Path] = {}
     for path in files:
@@ -319,7 +351,7 @@ def load_weights(model: nn.Module, files: list[Path], dtype: torch.dtype, device
             for name in handle.keys():  # noqa: SIM118 - safe_open is not a dict
                 if name not in expected:
                     continue
-                tensor = handle.get_tensor(name)
+                tensor = _read_tensor(handle, name, _slice_of(model, name))
                 if tensor.shape != expected[name]:
                     raise VdiffValidationError(
                         f"Tensor {name} has shape {tuple(tensor.shape)}, expected {tuple(expected[name])} "
@@ -380,8 +412,16 @@ def _quantize_linears(model: nn.Module, quantization: str, dtype: torch.dtype, d
     model.to(device)  # pragma: no cover
 
 
-def load_model(config: EngineConfig) -> LoadedModel:
-    """Resolve, validate and load the checkpoint named by `config.model` onto the chosen device."""
+def load_model(config: EngineConfig, tp: TensorParallel | None = None) -> LoadedModel:
+    """Resolve, validate and load the checkpoint named by `config.model` onto the chosen device.
+
+    With --tensor-parallel-size N > 1 (and no `tp`) the model is loaded sharded over the group
+    (vdiff.distributed.group.load_parallel), which calls back here with each rank's `tp`."""
+    if tp is None and config.tensor_parallel_size > 1:
+        from vdiff.distributed.group import load_parallel
+
+        return load_parallel(config)
+    tp = tp or SINGLE
     model_dir = resolve_model_path(
         config.model, config.revision, config.download_dir, hub_token(config.hf_token)
     )
@@ -390,6 +430,8 @@ def load_model(config: EngineConfig) -> LoadedModel:
         hf_config, config.model
     )
     device = resolve_device(config.device)
+    if tp.is_parallel and device.type == "cuda":  # pragma: no cover - needs several GPUs
+        device = torch.device("cuda", tp.rank)
     _check_quantization(config.quantization, device)
     max_model_len = resolve_max_model_len(config, hf_config, family)
     generation_config = load_generation_config(config, model_dir)
@@ -407,7 +449,7 @@ def load_model(config: EngineConfig) -> LoadedModel:
     dtype = _auto_dtype_for_device(config.dtype, resolve_dtype(config.dtype, hf_config, files), device)
     if config.quantization and dtype == torch.float32:
         dtype = torch.float16
-    with torch.device("meta"):
+    with torch.device("meta"), build_sharded(tp):
         model = family.build(hf_config)
     load_device = torch.device("cpu") if config.quantization else device
     load_weights(model, files, dtype, load_device)
