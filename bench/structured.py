@@ -224,7 +224,8 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     for cell in results["cells"]:
         lines.append(
-            f"| {cell['model']} | {cell['policy']} | {cell['concurrency']} | {cell['free']['tokens_per_s']:.1f} "
+            f"| {cell['model']} | {cell['policy']} | {cell['concurrency']} "
+            f"| {cell['free']['tokens_per_s']:.1f} "
             f"| {cell['free']['accuracy']:.2f} | {cell['regex_over_free_tokens_per_s']:.2f} "
             f"| {cell['regex']['validity']:.2f} | {cell['regex']['accuracy']:.2f} "
             f"| {cell['json_over_free_tokens_per_s']:.2f} | {cell['json']['validity']:.2f} "

@@ -177,10 +177,11 @@ def main(argv: list[str] | None = None) -> int:
             **rows,
             "xgrammar_over_llguidance": ratio,
         }
+        llg, xgr = rows["llguidance"], rows["xgrammar"]
         print(
-            f"{name:20s} vocab {len(hf_tokenizer):7d}  llguidance {rows['llguidance']['mask_mean_us']:8.1f} us/token "
-            f"(compile {rows['llguidance']['compile_ms']:.1f} ms)  xgrammar {rows['xgrammar']['mask_mean_us']:8.1f} "
-            f"us/token (compile {rows['xgrammar']['compile_ms']:.1f} ms)  ratio xgr/llg {ratio:.2f}x"
+            f"{name:20s} vocab {len(hf_tokenizer):7d}  llguidance {llg['mask_mean_us']:8.1f} us/token "
+            f"(compile {llg['compile_ms']:.1f} ms)  xgrammar {xgr['mask_mean_us']:8.1f} "
+            f"us/token (compile {xgr['compile_ms']:.1f} ms)  ratio xgr/llg {ratio:.2f}x"
         )
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     return 0
