@@ -52,6 +52,8 @@ class SamplingParams(RequestKnobs):  # type: ignore[misc, valid-type]
     spaces_between_special_tokens: bool = True
     structured_outputs: StructuredOutputsParams | None = None
     """Constrain the output (JSON schema, regex, choice, grammar): vdiff.structured."""
+    record_canvas: bool = False
+    """vdiff: record a CanvasFrame per denoising step (engine/canvas_trace.py; HTTP's stream_canvas)."""
 
     def __post_init__(self) -> None:
         _set(self, "stop", _as_tuple(self.stop, str, "stop"))

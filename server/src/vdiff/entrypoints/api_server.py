@@ -33,6 +33,7 @@ from vdiff.entrypoints.openai.tokenize.serving import OpenAIServingTokenization
 from vdiff.entrypoints.rate_limit import AccessControl, RateLimiter, RateLimitMiddleware
 from vdiff.entrypoints.server_state import ServerState
 from vdiff.entrypoints.stats import bind_engine_stats, log_stats_forever
+from vdiff.entrypoints.ui import router as ui_router
 from vdiff.errors import EngineDeadError
 from vdiff.metrics import ServerMetrics, instrument_app
 
@@ -74,6 +75,8 @@ def build_app(args: FrontendArgs) -> FastAPI:
     )
     for router_module in routers:
         app.include_router(router_module.router)
+    if not args.disable_ui:
+        app.include_router(ui_router.router)
     register_exception_handlers(app)
     app.add_middleware(RequestBodyLimit, max_body_bytes=args.max_request_body_bytes)
     app.add_middleware(RateLimitMiddleware)  # inside CORS: a 429 carries the CORS headers too

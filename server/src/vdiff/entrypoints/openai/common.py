@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, create_model, model_validator
 
-from vdiff.entrypoints.openai import field_rules, structured_fields
+from vdiff.entrypoints.openai import canvas_stream, field_rules, structured_fields
 from vdiff.entrypoints.openai.structured_fields import ResponseFormat, StructuredOutputsRequest
 from vdiff.entrypoints.openai.text_input import check_text
 from vdiff.errors import VdiffValidationError
@@ -137,6 +137,8 @@ class SamplingRequest(KnobFields):  # type: ignore[misc, valid-type]
     repetition_detection: Any = None
     thinking_token_budget: int | None = None
     stream_interval: int | None = None
+    stream_canvas: bool = False
+    """vdiff: also stream the canvas of every denoising step (canvas_stream.py)."""
 
     def requested_max_tokens(self) -> int | None:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -210,6 +212,7 @@ class SamplingRequest(KnobFields):  # type: ignore[misc, valid-type]
             "logprobs": self.requested_logprobs(),
             "prompt_logprobs": self.requested_prompt_logprobs(),
             "structured_outputs": self.structured_constraint(),
+            "record_canvas": canvas_stream.wants_canvas(self, max_tokens),
         }
         for name in (*KNOBS_BY_NAME, "seed", "logit_bias", "allowed_token_ids", "bad_words"):
             value = getattr(self, name)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vdiff.engine.outputs import CompletionOutput, RequestOutput
+from vdiff.entrypoints.openai import canvas_stream
 from vdiff.entrypoints.openai.chat_completion.protocol import (
     ChatCompletionChoice,
     ChatCompletionRequest,
@@ -256,7 +257,7 @@ class OpenAIServingChat(OpenAIServing):
         namer: TokenNamer | None,
         tool_streams: dict[int, ToolStream],
     ) -> list[str]:
-        chunks = []
+        chunks = canvas_stream.frame_chunks(chunk, output)
         carries_tokens = namer is not None or bool(request.return_token_ids)
         for choice in output.outputs:
             new_ids = choice.new_token_ids

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from vdiff.engine.outputs import RequestOutput
 from vdiff.engine.protocol import EngineClient
+from vdiff.entrypoints.openai import canvas_stream
 from vdiff.entrypoints.openai.common import UsageInfo, random_id, unix_time, usage_counts
 from vdiff.entrypoints.openai.completion.protocol import (
     CompletionRequest,
@@ -185,7 +186,7 @@ class OpenAIServingCompletion(OpenAIServing):
         output: RequestOutput,
         state: _StreamState,
     ) -> list[str]:
-        chunks = []
+        chunks = canvas_stream.frame_chunks(chunk, output, prompt_index * request.n)
         job = batch.jobs[prompt_index]
         carries_tokens = state.namer is not None or bool(request.return_token_ids)
         for choice in output.outputs:
