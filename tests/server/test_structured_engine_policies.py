@@ -114,3 +114,33 @@ def test_threshold_with_cache_and_staggered_arrivals(dream_checkpoint: Path) -> 
     ]
     finished = run(engine, jobs, stagger_steps=2)
     check_outputs(engine, finished[1:], ["json", "choice"])
+
+
+def test_preempted_constrained_sequences_keep_their_grammar_state() -> None:
+    """A tiny cache budget preempts sequences (their caches start over, their canvases stay): the grammar
+    state describes the committed answer, so constrained outputs stay valid across preemptions."""
+    from vdiff.config import EngineConfig
+    from vdiff.engine.block_manager import BLOCK_SIZE
+    from vdiff.engine.llm_engine import LLMEngine
+    from vdiff.engine.memory_budget import kv_bytes_per_token
+
+    per_token = kv_bytes_per_token(LLMEngine(EngineConfig(model="llada-demo", device="cpu")).runner)
+    engine = LLMEngine(
+        EngineConfig(model="llada-demo", device="cpu", kv_cache_memory_bytes=10 * BLOCK_SIZE * per_token)
+    )
+    cache = {"kv_cache": "dual", "kv_cache_vicinity": 0, "block_length": 16, "decoding": "threshold"}
+    long_digits = {"type": "string", "pattern": "^[0-9]{24,30}$"}
+    constraint = StructuredOutputsParams(json=long_digits)
+    jobs = []
+    for index in range(24):
+        prompt = PROMPTS[index % len(PROMPTS)]
+        if index % 3:
+            jobs.append((prompt, SamplingParams(max_tokens=64, ignore_eos=True, **cache)))
+        else:
+            jobs.append((prompt, SamplingParams(max_tokens=48, structured_outputs=constraint, **cache)))
+    finished = run(engine, jobs)
+    assert engine.num_preemptions > 0
+    for index in range(0, 24, 3):
+        text = engine.tokenizer_info.decode(finished[index].token_ids)
+        jsonschema.validate(json.loads(text), long_digits)
+        assert finished[index].finish_reason == "stop"
