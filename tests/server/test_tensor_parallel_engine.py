@@ -3,7 +3,8 @@ token-identical answers at temperature 0 for LLaDA, Dream, the shipped demo mode
 with every KV-cache mode; each rank holds about half of the weights; unsupported families are refused.
 
 The reference is the same engine at tensor_parallel_size 1: vLLM's bar for a parallel layout is the
-same greedy answers as a baseline layout (test_compare_tp, vllm/tests/distributed/test_pipeline_parallel.py)."""
+same greedy answers as a baseline layout
+(test_compare_tp, vllm/tests/distributed/test_pipeline_parallel.py)."""
 
 from __future__ import annotations
 
