@@ -42,7 +42,10 @@ function knobValues(panel) {
   }
   // knobs of one policy only: the server refuses a knob the chosen policy would ignore
   if (values.decoding !== "threshold") delete values.threshold;
-  if (values.decoding !== "apd") delete values.apd_mixture_weight;
+  if (values.decoding !== "apd") {
+    delete values.apd_mixture_weight;
+    delete values.apd_max_lookahead;
+  }
   return values;
 }
 
@@ -74,6 +77,8 @@ function colour(token, step, colourBy) {
 
 function shown(text) {
   if (text === "") return "∅";
+  const special = /^<\|(.+)\|>$/.exec(text); // <|endoftext|> -> ⟨endoft⟩: the canvas stays readable
+  if (special) return `⟨${special[1].slice(0, 6)}⟩`;
   return text.replace(/\n/g, "⏎").replace(/\t/g, "⇥");
 }
 
