@@ -200,6 +200,13 @@ def test_streamed_frontier_is_always_a_grammatical_prefix(llms) -> None:
         ({"json": "{not json"}, "json"),
         ({"regex": "([0-9"}, "regex"),
         ({"grammar": "start: (((("}, "grammar"),
+        ({"structural_tag": '{"structures": []}'}, "structural_tag"),
+        (
+            {
+                "structural_tag": '{"triggers": ["<f"], "structures": [{"begin": "<g>", "schema": {}, "end": "</g>"}]}'
+            },
+            "structural_tag",
+        ),
     ],
 )
 def test_invalid_constraints_are_validation_errors_naming_the_source(llms, kwargs, fragment) -> None:
@@ -317,3 +324,22 @@ def test_json_runs_never_fall_back(llms) -> None:
         engine.step()
     assert seq.finish_reason == "stop"
     assert seq.grammar.num_fallbacks == 0 and seq.grammar.num_consumed >= 8
+
+
+def test_structural_tag_constrains_what_follows_its_trigger(llms) -> None:
+    """vLLM's structural_tag: free text until a trigger; from `begin` on, the schema, then `end`."""
+    tag = {
+        "triggers": ["<f>"],
+        "structures": [
+            {"begin": "<f>", "schema": {"type": "integer", "minimum": 0, "maximum": 9}, "end": "</f>"}
+        ],
+    }
+    engine = llms["dream-demo"].llm_engine
+    compiled = engine.grammar_backend.compile(constrained(structural_tag=json.dumps(tag)))
+    matcher = compiled.new_matcher()
+    encode = engine.tokenizer_info.encode
+    for token in encode("ok <f>7</f>"):
+        assert matcher.consume(token)
+    refused = compiled.new_matcher()
+    assert all(refused.consume(token) for token in encode("ok <f>"))
+    assert not refused.consume(encode("x")[0])

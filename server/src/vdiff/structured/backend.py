@@ -61,6 +61,7 @@ class GuidanceBackend:
         self.config = config
         self.vocab_size = max(vocab_size, len(tokenizer_info.tokenizer))
         self.eos_token_id = tokenizer_info.eos_token_ids[0]
+        self.special_tokens = frozenset(tokenizer_info.tokenizer.get_added_vocab())
         self.ll_tokenizer = llguidance.hf.from_tokenizer(
             tokenizer_info.tokenizer, n_vocab=self.vocab_size, eos_token=list(tokenizer_info.eos_token_ids)
         )
@@ -182,11 +183,13 @@ class GuidanceBackend:
                         end=structure["end"],
                     )
                 )
-        except (ValueError, KeyError, TypeError) as error:
+        except (ValueError, KeyError, TypeError, AssertionError) as error:
             raise VdiffValidationError(f"{source}: invalid structural_tag ({error!r})", source) from None
         if not tags:
             raise VdiffValidationError(f"{source}: structural_tag has no structures", source)
-        return self._llguidance.StructTag.to_grammar(tags)
+        # a trigger spelled <...> is a special token only when this tokenizer has it as one
+        special = all(tag.trigger in self.special_tokens for tag in tags if tag.trigger.startswith("<"))
+        return self._llguidance.StructTag.to_grammar(tags, assume_special=special)
 
 
 def _close_objects(schema: Any) -> None:
