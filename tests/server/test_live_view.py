@@ -4,8 +4,8 @@ against a real `vdiff serve` subprocess on loopback (dream-demo with an APD veri
 
 What a user sees is checked against the API itself: every run shows at least two canvas frames, its mask
 count falls to zero, and its answer is what /v1/chat/completions answers for the same request at
-temperature 0. The screenshot is written to build/test-artifacts/live-view.png (and, with
-VDIFF_LIVE_VIEW_SCREENSHOT=PATH, to PATH: that is how docs/images/live-view.png is made).
+temperature 0. The screenshot is written to build/test-artifacts/live-view-MODEL.png (and, for
+dream-demo with VDIFF_LIVE_VIEW_SCREENSHOT=PATH, to PATH: that is how docs/images/live-view.png is made).
 
 In CI (CI=true) a missing chromium or playwright fails the test; elsewhere it is skipped with the reason.
 """
@@ -30,11 +30,18 @@ KEY = "sk-live-view"
 PREFIX = "/vdiff"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "build" / "test-artifacts"
 PROMPT = "Reverse 5821."
-RUNS = [
-    {"decoding": "reference"},
-    {"decoding": "threshold", "threshold": 0.9, "block_length": 4},
-    {"decoding": "apd", "apd_mixture_weight": 0.7, "apd_max_lookahead": 4},
-]
+RUNS = {
+    "dream-demo": [
+        {"decoding": "reference"},
+        {"decoding": "threshold", "threshold": 0.9, "block_length": 4},
+        {"decoding": "apd", "apd_mixture_weight": 0.7, "apd_max_lookahead": 4},
+    ],
+    "llada-demo": [
+        {"decoding": "reference", "block_length": 8},
+        {"decoding": "threshold", "threshold": 0.9, "block_length": 4},
+    ],
+}
+DRAFT = {"dream-demo": "qwen2-ar-mini-demo", "llada-demo": None}
 
 pytestmark = pytest.mark.slow
 
@@ -53,15 +60,22 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.fixture(scope="module", params=sorted(RUNS))
+def model(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def server_url() -> Iterator[str]:
+def server_url(model: str) -> Iterator[str]:
     port = _free_port()
     vdiff = Path(sys.executable).with_name("vdiff")
     command = [
-        str(vdiff), "serve", str(DEMO_MODELS_DIR / "dream-demo"), "--served-model-name", "dream-demo",
-        "--draft-model", str(DEMO_MODELS_DIR / "qwen2-ar-mini-demo"), "--host", "127.0.0.1",
-        "--port", str(port), "--api-key", KEY, "--root-path", PREFIX, "--disable-log-stats",
+        str(vdiff), "serve", str(DEMO_MODELS_DIR / model), "--served-model-name", model,
+        "--host", "127.0.0.1", "--port", str(port), "--api-key", KEY, "--root-path", PREFIX,
+        "--disable-log-stats",
     ]  # fmt: skip
+    if DRAFT[model]:
+        command += ["--draft-model", str(DEMO_MODELS_DIR / DRAFT[model])]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}{PREFIX}"
     try:
@@ -86,9 +100,9 @@ def server_url() -> Iterator[str]:
             process.kill()
 
 
-def _api_answer(url: str, knobs: dict) -> str:
+def _api_answer(url: str, model: str, knobs: dict) -> str:
     body = {
-        "model": "dream-demo",
+        "model": model,
         "messages": [{"role": "user", "content": PROMPT}],
         "max_tokens": 16,
         "temperature": 0,
@@ -101,7 +115,7 @@ def _api_answer(url: str, knobs: dict) -> str:
     return response.json()["choices"][0]["message"]["content"]
 
 
-def test_the_page_watches_three_policies_denoise(server_url: str) -> None:
+def test_the_page_watches_the_policies_denoise(server_url: str, model: str) -> None:
     _need(CHROMIUM.exists(), f"{CHROMIUM} is missing (apt-get install chromium chromium-driver)")
     try:
         import playwright.sync_api as playwright_api
@@ -121,12 +135,13 @@ def test_the_page_watches_three_policies_denoise(server_url: str) -> None:
             key.fill(KEY)
             key.press("Enter")
             page.wait_for_function("document.querySelector('#model').options.length > 0")
-            assert page.locator("#model").input_value() == "dream-demo"
+            assert page.locator("#model").input_value() == model
             page.fill("#prompt", PROMPT)
             page.fill("#max-tokens", "16")
             page.fill("#delay", "0")
-            page.click("#add-panel")
-            for number, knobs in enumerate(RUNS, start=1):
+            for _ in range(len(RUNS[model]) - 2):  # the page starts with two runs
+                page.click("#add-panel")
+            for number, knobs in enumerate(RUNS[model], start=1):
                 panel = page.locator(f'.panel[data-panel="{number}"]')
                 for name, value in knobs.items():
                     field = panel.locator(f'[data-knob="{name}"]')
@@ -141,7 +156,7 @@ def test_the_page_watches_three_policies_denoise(server_url: str) -> None:
                 "[...document.querySelectorAll('.panel')].every(p => p.dataset.state !== 'running')",
                 timeout=120_000,
             )
-            for number, knobs in enumerate(RUNS, start=1):
+            for number, knobs in enumerate(RUNS[model], start=1):
                 panel = page.locator(f'.panel[data-panel="{number}"]')
                 assert panel.locator(".error").inner_text() == "", knobs
                 assert panel.get_attribute("data-state") == "done"
@@ -149,13 +164,13 @@ def test_the_page_watches_three_policies_denoise(server_url: str) -> None:
                 assert len(masks) >= 2, (knobs, masks)
                 assert masks == sorted(masks, reverse=True) and masks[-1] == 0, (knobs, masks)
                 assert panel.locator(".cell").count() >= 16
-                assert panel.locator(".answer").inner_text() == _api_answer(server_url, knobs), knobs
+                assert panel.locator(".answer").inner_text() == _api_answer(server_url, model, knobs), knobs
                 assert "tokens per forward" in panel.locator(".summary").inner_text()
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            shot = ARTIFACTS / "live-view.png"
+            shot = ARTIFACTS / f"live-view-{model}.png"
             page.screenshot(path=str(shot), full_page=True)
             assert shot.stat().st_size > 10_000
-            if os.environ.get("VDIFF_LIVE_VIEW_SCREENSHOT"):
+            if os.environ.get("VDIFF_LIVE_VIEW_SCREENSHOT") and model == "dream-demo":
                 shutil.copyfile(shot, os.environ["VDIFF_LIVE_VIEW_SCREENSHOT"])
         finally:
             browser.close()
