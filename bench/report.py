@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from pathlib import Path
 from typing import Any
@@ -126,114 +127,129 @@ def add_ratios(policies: dict[str, dict[str, Any]]) -> None:
         }
 
 
+POLICY_FAMILIES: tuple[tuple[str, str, str], ...] = (
+    ("reference", "black", "s"),
+    ("fixed k per step", "tab:gray", "X"),
+    ("threshold τ", "tab:blue", "o"),
+    ("threshold factor", "tab:purple", "D"),
+    ("threshold + KV cache", "tab:green", "^"),
+    ("APD R", "tab:orange", "v"),
+)
+"""(legend label, colour, marker) of each family of policies the plot draws as one series."""
+
+
+def policy_family(name: str) -> str:
+    """The plot's series of a policy name of bench/policies.py."""
+    if name == REFERENCE_POLICY:
+        return "reference"
+    if name.startswith("apd"):
+        return "APD R"
+    if name.startswith("fixed"):
+        return "fixed k per step"
+    if name.startswith("factor"):
+        return "threshold factor"
+    if "-prefix-cache" in name or "-dual-cache" in name:
+        return "threshold + KV cache"
+    return "threshold τ"
+
+
+def short_label(name: str) -> str:
+    """A point's label inside its family: the swept value (τ, R) and what else differs."""
+    label = re.sub(r"^(threshold|apd|factor)-", "", name)
+    label = label.replace("-dual-cache-vicinity-", " dual v").replace("-dual-cache", " dual")
+    label = (
+        label.replace("-prefix-cache", " prefix")
+        .replace("-no-cache-", " ")
+        .replace("-large-verifier", " large")
+    )
+    return "" if name == REFERENCE_POLICY else label.replace("fixed-4-per-step", "k=4")
+
+
+def pareto_front(points: list[tuple[float, float, str]]) -> list[tuple[float, float, str]]:
+    """The points no other point beats on both tokens/s and accuracy, by increasing tokens/s."""
+    front = [
+        p
+        for p in points
+        if not any(q[0] >= p[0] and q[1] >= p[1] and (q[0] > p[0] or q[1] > p[1]) for q in points)
+    ]
+    return sorted(front)
+
+
 def plot_accuracy_vs_speed(results: dict[str, Any], path: Path, concurrency: str) -> None:
-    """Top row, one panel per model and transport: every policy a point at (tokens/s, accuracy).
-    Bottom row, one panel per model (engine): multi-answer accuracy vs tokens/s with each sweep of
-    settings["curves"] (threshold τ, APD R) drawn as a line, so the two trade-offs can be compared."""
+    """One row per model; columns: single-answer and multi-answer accuracy against tokens/s, for the engine
+    and then over HTTP. Each panel holds one series per policy family (POLICY_FAMILIES, one legend for
+    the figure): its points, labelled by the swept value, and its accuracy-vs-tokens/s frontier as a line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    panels = [
-        (f"{model} ({transport})", policies)
-        for model, transports in results["models"].items()
-        for transport, policies in transports.items()
-        if policies
-    ]
-    if not panels:
+    models = [model for model, transports in results["models"].items() if any(transports.values())]
+    if not models:
         return
-    curves = results.get("settings", {}).get("curves", {})
-    curve_panels = [
-        (model, transports["engine"])
-        for model, transports in results["models"].items()
-        if transports.get("engine")
+    transports = [t for t in ("engine", "http") if any(results["models"][m].get(t) for m in models)]
+    columns = [(transport, group) for transport in transports for group in ("single_answer", "multi_answer")]
+    figure, axes = plt.subplots(
+        len(models), len(columns), figsize=(4.6 * len(columns), 4.0 * len(models) + 0.8), squeeze=False
+    )
+    for row, model in enumerate(models):
+        for column, (transport, group) in enumerate(columns):
+            policies = results["models"][model].get(transport) or {}
+            _family_panel(axes[row][column], policies, group, concurrency)
+            what = "single-answer" if group == "single_answer" else "multi-answer"
+            axes[row][column].set_title(f"{model}, {transport}: {what} tasks", fontsize=10)
+    handles = [
+        Line2D(
+            [], [], color=colour, marker=marker, linestyle="-" if label != "reference" else "", label=label
+        )
+        for label, colour, marker in POLICY_FAMILIES
     ]
-    rows = 2 if curves and curve_panels else 1
-    columns = max(len(panels), len(curve_panels) if rows == 2 else 0)
-    figure, axes = plt.subplots(rows, columns, figsize=(6 * columns, 4.5 * rows), squeeze=False)
-    for axis, (title, policies) in zip(axes[0], panels, strict=False):
-        _scatter_panel(axis, title, policies, concurrency)
-    if rows == 2:
-        for axis, (model, policies) in zip(axes[1], curve_panels, strict=False):
-            _curve_panel(axis, model, policies, curves, concurrency)
-    for axis in axes.flat:
-        if not axis.has_data():
-            axis.set_visible(False)
-    figure.tight_layout()
+    figure.legend(handles=handles, loc="upper center", ncol=len(handles), frameon=False, fontsize=9)
+    figure.suptitle(
+        f"accuracy vs generated tokens/s (concurrency {concurrency}); lines: each family's frontier",
+        y=0.995 - 0.5 / figure.get_figheight(),
+        fontsize=10,
+    )
+    figure.tight_layout(rect=(0, 0, 1, 1 - 0.8 / figure.get_figheight()))
     figure.savefig(path, dpi=110)
     plt.close(figure)
 
 
-def _scatter_panel(axis: Any, title: str, policies: dict[str, Any], concurrency: str) -> None:
-    for index, (name, result) in enumerate(policies.items()):
-        cell = result["overall"].get(concurrency)
-        if not cell:
-            continue
-        for group, marker in (("single_answer", "o"), ("multi_answer", "^")):
+def _family_panel(axis: Any, policies: dict[str, Any], group: str, concurrency: str) -> None:
+    by_family: dict[str, list[tuple[float, float, str]]] = {}
+    for name, result in policies.items():
+        if group == "multi_answer":
+            cell = multi_answer_cell(result, concurrency)
+            accuracy = cell["accuracy"] if cell else None
+        else:
+            cell = result["overall"].get(concurrency)
             accuracy = result["accuracy"].get(group)
-            if accuracy is None:
-                continue
-            axis.scatter(cell["tokens_per_s"], accuracy, marker=marker, color=f"C{index % 10}")
-            axis.annotate(
-                name if group == "single_answer" else "",
-                (cell["tokens_per_s"], accuracy),
-                fontsize=7,
-                xytext=(3, 3),
-                textcoords="offset points",
-            )
-    axis.set_title(f"{title}, concurrency {concurrency}")
-    axis.set_xlabel("generated tokens/s")
-    axis.set_ylabel("accuracy (o single-answer, ^ multi-answer)")
-    axis.set_ylim(-0.05, 1.05)
-    axis.grid(alpha=0.3)
-
-
-def _curve_panel(
-    axis: Any, model: str, policies: dict[str, Any], curves: dict[str, list[str]], concurrency: str
-) -> None:
-    points_of = {name: multi_answer_cell(result, concurrency) for name, result in policies.items()}
-    for index, (curve, names) in enumerate(curves.items()):
-        points = sorted(
-            (points_of[name]["tokens_per_s"], points_of[name]["accuracy"], name)
-            for name in names
-            if points_of.get(name)
-        )
+        if not cell or accuracy is None:
+            continue
+        by_family.setdefault(policy_family(name), []).append((cell["tokens_per_s"], accuracy, name))
+    for family, (label, colour, marker) in enumerate(POLICY_FAMILIES):
+        points = by_family.get(label, [])
         if not points:
             continue
         speeds, accuracies, _ = zip(*points, strict=True)
-        axis.plot(speeds, accuracies, marker="o", color=f"C{index}", label=curve)
-        for speed, accuracy, label in points:
-            axis.annotate(label, (speed, accuracy), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    on_curves = {name for names in curves.values() for name in names} | {REFERENCE_POLICY}
-    for name, point in points_of.items():
-        if name in on_curves or not point:
-            continue
-        axis.scatter(point["tokens_per_s"], point["accuracy"], marker="x", color="grey")
-        axis.annotate(
-            name,
-            (point["tokens_per_s"], point["accuracy"]),
-            fontsize=6,
-            color="grey",
-            xytext=(3, -8),
-            textcoords="offset points",
-        )
-    reference = points_of.get(REFERENCE_POLICY)
-    if reference:
-        axis.scatter(
-            reference["tokens_per_s"],
-            reference["accuracy"],
-            marker="s",
-            color="black",
-            label=REFERENCE_POLICY,
-        )
-    axis.set_title(f"{model} (engine): multi-answer tasks, concurrency {concurrency}")
-    axis.set_xlabel("generated tokens/s on the multi-answer tasks")
-    axis.set_ylabel("multi-answer accuracy")
+        axis.scatter(speeds, accuracies, color=colour, marker=marker, s=36, zorder=3)
+        front = pareto_front(points)
+        if len(front) > 1:
+            axis.plot([p[0] for p in front], [p[1] for p in front], color=colour, linewidth=1.4, zorder=2)
+        for speed, accuracy, name in front:
+            axis.annotate(
+                short_label(name),
+                (speed, accuracy),
+                fontsize=7,
+                color=colour,
+                xytext=(4, -10 - 7 * family if accuracy > 0.9 else 4),  # near 1.0: one line per family
+                textcoords="offset points",
+            )
+    axis.set_xlabel("generated tokens/s" + (" on these tasks" if group == "multi_answer" else " (all tasks)"))
+    axis.set_ylabel("accuracy")
     axis.set_ylim(-0.05, 1.05)
     axis.grid(alpha=0.3)
-    if axis.has_data():
-        axis.legend(fontsize=8)
 
 
 def multi_answer_table(results: dict[str, Any], concurrency: str) -> str:
