@@ -17,7 +17,9 @@ device's disk, never the results dir), loads each through the engine's own loade
   --concurrency, for the threshold policy and the reference decoder with fixed --steps (whose cost does
   not depend on the weights: random weights make the threshold rule commit ~1 token per step);
 - compile: forward and engine again with EngineConfig.enforce_eager=False (torch.compile on CUDA; the
-  engine never compiles on CPU, so there both runs are eager) and the engine start-up time it costs.
+  engine never compiles on CPU, so there both runs are eager) and the engine start-up time it costs;
+- tp: -tp 2 (NCCL) where two GPUs are visible (skipped with a note otherwise; on --device cpu two gloo
+  ranks): weights per rank, memory in use per GPU, greedy tokens equal to -tp 1, threshold tokens/s.
 
 Every section is time-boxed inside --budget-s (each model gets an equal share); what does not fit is
 skipped with a note, and a hard stop at budget + --grace-s interrupts a section that overruns. Results
@@ -67,7 +69,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 SERVER_MODULES = ("fastapi", "uvicorn", "starlette")
 """Absent on the GPU machine: the engine path must not import them."""
-SECTIONS = ("sdpa", "forward", "engine", "compile")
+SECTIONS = ("sdpa", "forward", "engine", "compile", "tp")
 POLICIES = ("threshold", "reference")
 GIB = 2**30
 
@@ -659,6 +661,55 @@ def engine_runs(
     return runs
 
 
+def tp_row(
+    path: Path, args: argparse.Namespace, device: Any, deadline: Deadline, notes: list[str], label: str
+) -> dict:
+    """-tp 2 over two GPUs (NCCL; on --device cpu two gloo ranks): start time, weights per rank, memory in
+    use on each GPU, greedy tokens against -tp 1 and the threshold engine's tokens/s."""
+    import torch
+    from vdiff.config import EngineConfig
+    from vdiff.distributed.group import shutdown_workers
+    from vdiff.engine.llm_engine import LLMEngine
+    from vdiff.sampling_params import SamplingParams
+
+    prompts = fixed_prompts(4, args.input_len, args.seed)
+    greedy = SamplingParams(max_tokens=32, temperature=0.0, decoding="reference", steps=32)
+
+    def engine_for(tp: int) -> Any:
+        return LLMEngine(EngineConfig(model=str(path), device=device.type, dtype=args.dtype,
+                                      enforce_eager=True, max_num_seqs=max(args.concurrency),
+                                      seed=args.seed, tensor_parallel_size=tp))  # fmt: skip
+
+    def tokens(engine: Any) -> list[list[int]]:
+        completions, _, _ = drive_closed_loop(engine, prompts, greedy, len(prompts))
+        return [list(done.output.outputs[0].token_ids) for done in completions]
+
+    row: dict[str, Any] = {}
+    started = time.perf_counter()
+    engine = engine_for(2)
+    row["start_s"] = time.perf_counter() - started
+    row["weight_gib_per_rank"] = [b / GIB for b in engine.loaded.model.parallel_forward.rank_parameter_bytes]
+    if device.type == "cuda":
+        row["used_gib_per_gpu"] = [
+            (total - free) / GIB for free, total in (torch.cuda.mem_get_info(i) for i in range(2))
+        ]
+    parallel_tokens = tokens(engine)
+    row["engine"] = engine_runs(
+        engine, device, ["threshold"], [min(args.concurrency)], args, deadline, notes, label
+    )
+    del engine
+    shutdown_workers()
+    release_memory(device)
+    single = engine_for(1)
+    row["same_tokens_as_tp1"] = tokens(single) == parallel_tokens
+    row["engine_tp1"] = engine_runs(
+        single, device, ["threshold"], [min(args.concurrency)], args, deadline, notes, label
+    )
+    del single
+    release_memory(device)
+    return row
+
+
 def compile_facts(engine: Any) -> dict[str, Any]:
     forward = engine.runner.forward
     facts: dict[str, Any] = {
@@ -782,6 +833,17 @@ def run_model(
             if not enforce_eager:
                 torch._dynamo.reset()  # compiled graphs hold the model's weights
             release_memory(device)
+        if "tp" in args.sections:
+            ranks = torch.cuda.device_count() if device.type == "cuda" else (os.cpu_count() or 1)
+            if ranks < 2:
+                kind = "GPU(s)" if device.type == "cuda" else "CPU core(s)"
+                notes.append(f"{shape.key}: tp 2 skipped ({ranks} {kind} visible, it needs 2)")
+            elif deadline.expired():
+                notes.append(f"{shape.key}: tp 2 skipped (over budget)")
+            else:
+                with section(f"{shape.key}: tp 2", failures):
+                    entry["tp"] = tp_row(path, args, device, deadline, notes, f"{shape.key} tp 2")
+                save()
         entry["elapsed_s"] = share - deadline.left()
     finally:
         if not args.keep_checkpoints:
@@ -936,6 +998,20 @@ def markdown(results: dict[str, Any]) -> str:
         f"reference: {settings['steps']} fixed steps per request; threshold: τ=0.9 (with random "
         "weights it commits about one token per step, so its row is a floor).",
     ]
+    for key, entry in results["models"].items():
+        row = entry.get("tp")
+        if row:
+            rate = row["engine"].get("threshold", {}).get(str(min(settings["concurrency"])), {})
+            rate_1 = row["engine_tp1"].get("threshold", {}).get(str(min(settings["concurrency"])), {})
+            lines += [
+                "",
+                f"tp 2 ({key}): start {row['start_s']:.1f} s, weights per rank "
+                f"{', '.join(f'{g:.3f}' for g in row['weight_gib_per_rank'])} GiB, in use per GPU "
+                f"{', '.join(f'{g:.2f}' for g in row.get('used_gib_per_gpu', [])) or '-'} GiB, "
+                "greedy tokens = tp 1: "
+                f"{row['same_tokens_as_tp1']}, threshold tok/s {_f(rate.get('tokens_per_s'))} "
+                f"(tp 1: {_f(rate_1.get('tokens_per_s'))}).",
+            ]
     for title, items in (("Notes", results["notes"]), ("Failures", results["failures"])):
         if items:
             lines += ["", f"## {title}", "", *(f"- {item}" for item in items)]
