@@ -78,4 +78,6 @@ def cache_budget_bytes(config, runner, max_model_len: int) -> int:
             tokens,
         )
         return budget
-    return int(CPU_CACHE_FRACTION * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    # tensor-parallel ranks on one CPU share its memory: each gets its part of the tenth
+    ranks = max(1, getattr(config, "tensor_parallel_size", 1))
+    return int(CPU_CACHE_FRACTION * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")) // ranks
