@@ -51,6 +51,7 @@ def _run(engine: LLMEngine, params: SamplingParams) -> tuple[list, list]:
         ("dream", {"decoding": "apd", "apd_max_lookahead": 3}),
         ("llada", {"decoding": "threshold", "threshold": 0.9, "block_length": 4}),
         ("llada", {"decoding": "reference", "steps": 16, "block_length": 4}),
+        ("llada", {"decoding": "threshold", "factor": 1.0, "block_length": 4}),
     ],
 )
 def test_frames_replay_to_the_answer(model: str, knobs: dict, request: pytest.FixtureRequest) -> None:
@@ -82,7 +83,10 @@ def test_frames_replay_to_the_answer(model: str, knobs: dict, request: pytest.Fi
     if knobs["decoding"] == "threshold":
         for frame in frames:
             assert frame.action["committed"] == len(frame.committed)
-            assert frame.action["above_threshold"] >= len(frame.committed) - 1  # the forced best one
+            if knobs.get("factor"):
+                assert frame.action["above_threshold"] is None and frame.action["factor"] == knobs["factor"]
+            else:
+                assert frame.action["above_threshold"] >= len(frame.committed) - 1  # the forced best one
 
 
 def test_untraced_requests_carry_no_frames(llada: LLMEngine) -> None:

@@ -196,7 +196,9 @@ def _action(seq: Any, decided: torch.Tensor | None, committed: tuple[CommittedTo
     if seq.policy_name == "apd":
         return {"drafted": num_decided, "accepted": len(committed)}
     if seq.policy_name == "threshold":
-        above = sum(1 for t in committed if t.confidence is not None and t.confidence >= params.threshold)
+        above = None  # the factor rule has no τ to clear
+        if not params.factor:
+            above = sum(1 for t in committed if t.confidence is not None and t.confidence >= params.threshold)
         return {
             "threshold": params.threshold,
             "factor": params.factor,
