@@ -81,6 +81,10 @@ class BackgroundServer:
             await self._server.serve(sockets=[sock])
         finally:
             await engine.shutdown()
+            if self.config.tensor_parallel_size > 1:  # the workers were started from this thread
+                from vdiff.distributed.group import shutdown_workers
+
+                shutdown_workers()
 
     def stop(self, timeout_s: float = 60.0) -> None:
         """Drain (in-flight requests get the grace period), then stop the server and the engine."""
