@@ -12,7 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from checkpoint_factory import make_dream_checkpoint, make_llada_checkpoint, make_sdar_checkpoint
+from checkpoint_factory import (
+    make_dream_checkpoint,
+    make_llada2_checkpoint,
+    make_llada_checkpoint,
+    make_sdar_checkpoint,
+)
 from server.fast_decoding_helpers import PROMPTS, make_engine, run
 from vdiff.config import EngineConfig
 from vdiff.demo import demo_model_path
@@ -88,10 +93,24 @@ def test_apd_with_a_replicated_key_value_head_answers_the_same_on_two_ranks() ->
     assert verifier.runner.model.parallel_forward.group is current_group()
 
 
+def test_sdar_block_diffusion_answers_the_same_on_two_ranks(tmp_path: Path) -> None:
+    """SDAR (Qwen3 layout, per-head q/k norms replicated, block-causal attention): the exact cache of
+    finished blocks grows in a buffer on every rank (mirrored allocate-and-assign), decoding `block`."""
+    path = make_sdar_checkpoint(tmp_path / "sdar")
+    jobs = [(prompt, SamplingParams(**GREEDY)) for prompt in PROMPTS]
+    single = [
+        item.token_ids for item in run(make_engine(path, tensor_parallel_size=1), jobs, stagger_steps=1)
+    ]
+    parallel = [
+        item.token_ids for item in run(make_engine(path, tensor_parallel_size=2), jobs, stagger_steps=1)
+    ]
+    assert parallel == single
+
+
 def test_families_without_tensor_parallelism_and_bad_sizes_are_refused(tmp_path: Path) -> None:
-    sdar = make_sdar_checkpoint(tmp_path / "sdar")
-    with pytest.raises(VdiffValidationError, match="sdar family has no tensor-parallel implementation"):
-        check_parallel_model(EngineConfig(model=str(sdar), tensor_parallel_size=2))
+    moe = make_llada2_checkpoint(tmp_path / "llada2")
+    with pytest.raises(VdiffValidationError, match="llada2 family has no tensor-parallel implementation"):
+        check_parallel_model(EngineConfig(model=str(moe), tensor_parallel_size=2))
     odd = make_llada_checkpoint(tmp_path / "odd", d_model=48, n_heads=3, n_kv_heads=3)
     with pytest.raises(VdiffValidationError, match="must divide the model's 3 attention heads"):
         check_parallel_model(EngineConfig(model=str(odd), tensor_parallel_size=2))

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vdiff.distributed.layers import ParallelLMHead, VocabParallelEmbedding
 from vdiff.models.base import DiffusionModel, KVCache, ModelOutput, select_positions
 from vdiff.models.layers import build_block_causal_mask, rotary_cos_sin
 
@@ -55,8 +56,8 @@ class BlockCausalLM(DiffusionModel):
         self.mask_token_id = config.mask_token_id
         self.block_size = config.block_size
         self.model = backbone
-        if not config.tie_word_embeddings:
-            self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        if not config.tie_word_embeddings:  # a plain nn.Linear on one rank
+            self.lm_head = ParallelLMHead(config.hidden_size, config.vocab_size, False)
 
     @property
     def embeddings(self) -> nn.Embedding:
@@ -68,7 +69,10 @@ class BlockCausalLM(DiffusionModel):
 
     def project_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.config.tie_word_embeddings:
-            return F.linear(hidden, self.embeddings.weight)
+            embeddings = self.embeddings
+            if isinstance(embeddings, VocabParallelEmbedding):
+                return embeddings.project(hidden)
+            return F.linear(hidden, embeddings.weight)
         return self.lm_head(hidden)
 
     def forward(

@@ -15,6 +15,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from vdiff.distributed.layers import (
+    ColumnParallelLinear,
+    RowParallelLinear,
+    VocabParallelEmbedding,
+    plan_heads,
+)
+from vdiff.distributed.state import building_state
 from vdiff.errors import VdiffValidationError
 from vdiff.models.block_causal import BlockCausalLM, attend_with_past, pre_norm_layer
 from vdiff.models.layers import RMSNorm, apply_rotary, read_rope_theta, swiglu
@@ -93,13 +100,14 @@ class SDARAttention(nn.Module):
     def __init__(self, config: SDARConfig) -> None:
         super().__init__()
         hidden, head_dim, bias = config.hidden_size, config.head_dim, config.attention_bias
-        self.num_heads, self.num_kv_heads, self.head_dim = (
-            config.num_attention_heads, config.num_key_value_heads, head_dim,
-        )  # fmt: skip
-        self.q_proj = nn.Linear(hidden, self.num_heads * head_dim, bias=bias)
-        self.k_proj = nn.Linear(hidden, self.num_kv_heads * head_dim, bias=bias)
-        self.v_proj = nn.Linear(hidden, self.num_kv_heads * head_dim, bias=bias)
-        self.o_proj = nn.Linear(self.num_heads * head_dim, hidden, bias=bias)
+        q_size = config.num_attention_heads * head_dim
+        kv_size = config.num_key_value_heads * head_dim
+        heads = plan_heads(config.num_attention_heads, config.num_key_value_heads, head_dim, building_state())
+        self.num_heads, self.num_kv_heads, self.head_dim = heads.num_heads, heads.num_kv_heads, head_dim
+        self.q_proj = ColumnParallelLinear(hidden, q_size, bias, rows=heads.q_rows)
+        self.k_proj = ColumnParallelLinear(hidden, kv_size, bias, rows=heads.kv_rows)
+        self.v_proj = ColumnParallelLinear(hidden, kv_size, bias, rows=heads.kv_rows)
+        self.o_proj = RowParallelLinear(q_size, hidden, bias)
         self.q_norm = RMSNorm(head_dim, config.rms_norm_eps)
         self.k_norm = RMSNorm(head_dim, config.rms_norm_eps)
 
@@ -123,9 +131,10 @@ class SDARAttention(nn.Module):
 class SDARMLP(nn.Module):
     def __init__(self, config: SDARConfig) -> None:
         super().__init__()
-        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+        hidden, intermediate = config.hidden_size, config.intermediate_size
+        self.gate_proj = ColumnParallelLinear(hidden, intermediate, False, what="MLP features")
+        self.up_proj = ColumnParallelLinear(hidden, intermediate, False, what="MLP features")
+        self.down_proj = RowParallelLinear(intermediate, hidden, False, what="MLP features")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return swiglu(x, self.gate_proj, self.up_proj, self.down_proj)
@@ -155,7 +164,7 @@ class SDARDecoderLayer(nn.Module):
 class SDARBackbone(nn.Module):
     def __init__(self, config: SDARConfig) -> None:
         super().__init__()
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.embed_tokens = VocabParallelEmbedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(SDARDecoderLayer(config) for _ in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
@@ -168,6 +177,7 @@ class SDARModel(BlockCausalLM):
     """
 
     family = "sdar"
+    supports_tensor_parallel = True
 
     def __init__(self, config: SDARConfig) -> None:
         super().__init__(config, SDARBackbone(config))
