@@ -16,6 +16,7 @@ from checkpoint_factory import (
     make_dream_checkpoint,
     make_llada2_checkpoint,
     make_llada_checkpoint,
+    make_llada_moe_checkpoint,
     make_sdar_checkpoint,
 )
 from server.fast_decoding_helpers import PROMPTS, make_engine, run
@@ -105,6 +106,23 @@ def test_sdar_block_diffusion_answers_the_same_on_two_ranks(tmp_path: Path) -> N
         item.token_ids for item in run(make_engine(path, tensor_parallel_size=2), jobs, stagger_steps=1)
     ]
     assert parallel == single
+
+
+def test_llada_moe_answers_the_same_on_two_ranks(tmp_path: Path) -> None:
+    """LLaDA-MoE (per-head q/k norms, a dense and an MoE layer, routed experts with a correction bias and a
+    shared expert): the router runs on every rank over the same all-reduced hidden state, each expert's
+    intermediate width is split (vLLM's MoE tensor parallelism), one all-reduce sums the block."""
+    path = make_llada_moe_checkpoint(tmp_path / "moe")
+    jobs = [(prompt, SamplingParams(**GREEDY, **mode)) for mode in MODES[:2] for prompt in PROMPTS]
+    single = [
+        item.token_ids for item in run(make_engine(path, tensor_parallel_size=1), jobs, stagger_steps=1)
+    ]
+    engine = make_engine(path, tensor_parallel_size=2)
+    parallel = [item.token_ids for item in run(engine, jobs, stagger_steps=1)]
+    assert parallel == single
+    assert any(len(set(tokens)) > 1 for tokens in single)
+    full = parameter_bytes(make_engine(path).loaded.model)
+    assert all(size < 0.6 * full for size in engine.loaded.model.parallel_forward.rank_parameter_bytes)
 
 
 def test_families_without_tensor_parallelism_and_bad_sizes_are_refused(tmp_path: Path) -> None:

@@ -68,15 +68,25 @@ class ColumnParallelLinear(nn.Linear):
 
 class RowParallelLinear(nn.Linear):
     """Input columns of this rank's share; partial outputs are summed over the ranks, then the bias
-    (held whole by every rank) is added once."""
+    (held whole by every rank) is added once. reduce=False returns the partial output (an MoE block sums
+    its experts' partials first and all-reduces once)."""
 
     def __init__(
-        self, in_features: int, out_features: int, bias: bool, *, what: str = "input features"
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool,
+        *,
+        what: str = "input features",
+        reduce: bool = True,
     ) -> None:
         tp = building_state()
         part = _divide(in_features, tp.world_size, what)
+        if bias and not reduce:
+            raise ValueError("a partial (reduce=False) row-parallel linear cannot have a bias")
         super().__init__(part, out_features, bias=bias)
         self.tp = tp
+        self.reduce = reduce
         self.tp_slices: dict[str, Slice] = {}
         if tp.is_parallel:
             self.tp_slices = {"weight": Slice(1, tp.rank * part, (tp.rank + 1) * part, part)}
@@ -84,7 +94,10 @@ class RowParallelLinear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.tp.is_parallel:
             return super().forward(x)
-        out = self.tp.all_reduce(F.linear(x, self.weight))
+        out = F.linear(x, self.weight)
+        if not self.reduce:
+            return out
+        out = self.tp.all_reduce(out)
         return out if self.bias is None else out + self.bias
 
 

@@ -25,9 +25,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from vdiff.distributed.layers import (
+    ColumnParallelLinear,
+    ParallelLMHead,
+    RowParallelLinear,
+    VocabParallelEmbedding,
+    plan_heads,
+)
+from vdiff.distributed.state import building_state
 from vdiff.errors import VdiffValidationError
 from vdiff.models.base import DiffusionModel, KVCache, ModelOutput, select_positions
 from vdiff.models.block_causal import BlockCausalLM, attend_with_past, pre_norm_layer
@@ -335,14 +342,15 @@ class LLaDAMoEConfig:
 class LLaDAMoEAttention(nn.Module):
     def __init__(self, config: LLaDAMoEConfig) -> None:
         super().__init__()
-        hidden, bias = config.hidden_size, config.attention_bias
-        self.num_heads, self.num_kv_heads, self.head_dim = (
-            config.num_attention_heads, config.num_key_value_heads, config.head_dim,
-        )  # fmt: skip
-        self.q_proj = nn.Linear(hidden, self.num_heads * self.head_dim, bias=bias)
-        self.k_proj = nn.Linear(hidden, self.num_kv_heads * self.head_dim, bias=bias)
-        self.v_proj = nn.Linear(hidden, self.num_kv_heads * self.head_dim, bias=bias)
-        self.o_proj = nn.Linear(hidden, hidden, bias=bias)
+        hidden, bias, head_dim = config.hidden_size, config.attention_bias, config.head_dim
+        q_size = config.num_attention_heads * head_dim
+        kv_size = config.num_key_value_heads * head_dim
+        heads = plan_heads(config.num_attention_heads, config.num_key_value_heads, head_dim, building_state())
+        self.num_heads, self.num_kv_heads, self.head_dim = heads.num_heads, heads.num_kv_heads, head_dim
+        self.q_proj = ColumnParallelLinear(hidden, q_size, bias, rows=heads.q_rows)
+        self.k_proj = ColumnParallelLinear(hidden, kv_size, bias, rows=heads.kv_rows)
+        self.v_proj = ColumnParallelLinear(hidden, kv_size, bias, rows=heads.kv_rows)
+        self.o_proj = RowParallelLinear(q_size, hidden, bias)
         if config.qk_layernorm:
             self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
             self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
@@ -405,7 +413,7 @@ class LLaDAMoEDecoderLayer(nn.Module):
 class LLaDAMoEBackbone(nn.Module):
     def __init__(self, config: LLaDAMoEConfig) -> None:
         super().__init__()
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.embed_tokens = VocabParallelEmbedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(LLaDAMoEDecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
@@ -414,6 +422,7 @@ class LLaDAMoEModel(DiffusionModel):
     """Tensor names `model.{embed_tokens, layers.i.*, norm}` and `lm_head`; bidirectional (LLaDA-style)."""
 
     family = "llada_moe"
+    supports_tensor_parallel = True
 
     def __init__(self, config: LLaDAMoEConfig) -> None:
         super().__init__()
@@ -421,7 +430,7 @@ class LLaDAMoEModel(DiffusionModel):
         self.mask_token_id = config.mask_token_id
         self.model = LLaDAMoEBackbone(config)
         if not config.tie_word_embeddings:
-            self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+            self.lm_head = ParallelLMHead(config.hidden_size, config.vocab_size, False)
 
     @classmethod
     def from_hf_config(cls, hf_config: dict[str, Any]) -> LLaDAMoEModel:
@@ -429,7 +438,7 @@ class LLaDAMoEModel(DiffusionModel):
 
     def project_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.config.tie_word_embeddings:
-            return F.linear(hidden, self.model.embed_tokens.weight)
+            return self.model.embed_tokens.project(hidden)
         return self.lm_head(hidden)
 
     def forward(

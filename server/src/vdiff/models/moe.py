@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vdiff.distributed.layers import ColumnParallelLinear, RowParallelLinear
+from vdiff.distributed.state import building_state
 from vdiff.errors import VdiffValidationError
 from vdiff.models.layers import swiglu
 
@@ -144,13 +146,17 @@ def route(
 
 
 class SwiGLUMLP(nn.Module):
-    """down(silu(gate(x)) * up(x)), no bias: a dense layer, an expert or a shared expert."""
+    """down(silu(gate(x)) * up(x)), no bias: a dense layer, an expert or a shared expert.
 
-    def __init__(self, hidden_size: int, intermediate_size: int) -> None:
+    Under tensor parallelism the intermediate width is split (as vLLM's MoE layers do by default);
+    reduce=False leaves the rank's partial output for the MoE block to sum and all-reduce once."""
+
+    def __init__(self, hidden_size: int, intermediate_size: int, *, reduce: bool = True) -> None:
         super().__init__()
-        self.gate_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
-        self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
-        self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False)
+        what = "MLP features"
+        self.gate_proj = ColumnParallelLinear(hidden_size, intermediate_size, False, what=what)
+        self.up_proj = ColumnParallelLinear(hidden_size, intermediate_size, False, what=what)
+        self.down_proj = RowParallelLinear(intermediate_size, hidden_size, False, what=what, reduce=reduce)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return swiglu(x, self.gate_proj, self.up_proj, self.down_proj)
@@ -212,10 +218,11 @@ class SparseMoeBlock(nn.Module):
         if router.expert_bias and not bias_on_gate:
             self.expert_bias = nn.Parameter(torch.zeros(router.num_experts))
         self.experts = nn.ModuleList(
-            SwiGLUMLP(hidden_size, moe_intermediate_size) for _ in range(router.num_experts)
+            SwiGLUMLP(hidden_size, moe_intermediate_size, reduce=False) for _ in range(router.num_experts)
         )
         if shared_intermediate_size:
-            self.shared_experts = SwiGLUMLP(hidden_size, shared_intermediate_size)
+            self.shared_experts = SwiGLUMLP(hidden_size, shared_intermediate_size, reduce=False)
+        self.tp = building_state()
 
     @property
     def correction_bias(self) -> torch.Tensor | None:
@@ -232,4 +239,4 @@ class SparseMoeBlock(nn.Module):
         out = run_experts(flat, weights, indices, self.experts).view_as(x)
         if hasattr(self, "shared_experts"):
             out = out + self.shared_experts(x)
-        return out
+        return self.tp.all_reduce(out)  # every expert's partial: one all-reduce per block
