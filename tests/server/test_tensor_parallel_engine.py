@@ -108,6 +108,21 @@ def test_sdar_block_diffusion_answers_the_same_on_two_ranks(tmp_path: Path) -> N
     assert parallel == single
 
 
+def test_llada2_fused_qkv_answers_the_same_on_two_ranks(tmp_path: Path) -> None:
+    """LLaDA2 (BailingMoeV2): each rank reads its rows of each of Q, K and V from the fused
+    query_key_value tensor; MoE with shared experts and a group-limited router; block decoding."""
+    path = make_llada2_checkpoint(tmp_path / "llada2")
+    jobs = [(prompt, SamplingParams(**GREEDY)) for prompt in PROMPTS]
+    single = [
+        item.token_ids for item in run(make_engine(path, tensor_parallel_size=1), jobs, stagger_steps=1)
+    ]
+    parallel = [
+        item.token_ids for item in run(make_engine(path, tensor_parallel_size=2), jobs, stagger_steps=1)
+    ]
+    assert parallel == single
+    assert any(len(set(tokens)) > 1 for tokens in single)
+
+
 def test_llada_moe_answers_the_same_on_two_ranks(tmp_path: Path) -> None:
     """LLaDA-MoE (per-head q/k norms, a dense and an MoE layer, routed experts with a correction bias and a
     shared expert): the router runs on every rank over the same all-reduced hidden state, each expert's
@@ -126,9 +141,12 @@ def test_llada_moe_answers_the_same_on_two_ranks(tmp_path: Path) -> None:
 
 
 def test_families_without_tensor_parallelism_and_bad_sizes_are_refused(tmp_path: Path) -> None:
-    moe = make_llada2_checkpoint(tmp_path / "llada2")
-    with pytest.raises(VdiffValidationError, match="llada2 family has no tensor-parallel implementation"):
-        check_parallel_model(EngineConfig(model=str(moe), tensor_parallel_size=2))
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    (remote / "config.json").write_text('{"model_type": "some_other_dllm"}')
+    config = EngineConfig(model=str(remote), tensor_parallel_size=2, trust_remote_code=True)
+    with pytest.raises(VdiffValidationError, match="remote family has no tensor-parallel implementation"):
+        check_parallel_model(config)
     odd = make_llada_checkpoint(tmp_path / "odd", d_model=48, n_heads=3, n_kv_heads=3)
     with pytest.raises(VdiffValidationError, match="must divide the model's 3 attention heads"):
         check_parallel_model(EngineConfig(model=str(odd), tensor_parallel_size=2))

@@ -397,7 +397,7 @@ def check_parallel_model(config: EngineConfig) -> None:
     if not getattr(family.model_class, "supports_tensor_parallel", False):
         raise VdiffValidationError(
             f"{TP_FLAG} {world}: the {family.name} family has no tensor-parallel implementation yet "
-            "(LLaDA, Dream, SDAR, LLaDA-MoE and the Qwen2 APD verifier have one)",
+            "(LLaDA, Dream, SDAR, LLaDA2, LLaDA-MoE and the Qwen2 APD verifier have one)",
             TP_FLAG,
         )
     if config.quantization:

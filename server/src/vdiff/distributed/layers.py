@@ -32,6 +32,8 @@ class Slice:
     start: int
     stop: int
     size: int
+    pieces: tuple[tuple[int, int], ...] = ()
+    """A fused layer's ranges [start, stop) read one after another (then start/stop are the outer span)."""
 
 
 def _divide(total: int, world_size: int, what: str) -> int:
@@ -64,6 +66,21 @@ class ColumnParallelLinear(nn.Linear):
             self.tp_slices = {"weight": Slice(0, start, stop, stop - start)}
             if bias:
                 self.tp_slices["bias"] = Slice(0, start, stop, stop - start)
+
+
+class FusedColumnParallelLinear(nn.Linear):
+    """Column-parallel over a fused weight (LLaDA2's query_key_value: rows [Q ; K ; V]): this rank reads
+    its rows of each part, concatenated in the same order."""
+
+    def __init__(self, in_features: int, pieces: list[tuple[int, int]], bias: bool) -> None:
+        tp = building_state()
+        size = sum(stop - start for start, stop in pieces)
+        super().__init__(in_features, size, bias=bias)
+        self.tp = tp
+        self.tp_slices: dict[str, Slice] = {}
+        if tp.is_parallel:
+            spec = Slice(0, pieces[0][0], pieces[-1][1], size, tuple(pieces))
+            self.tp_slices = {"weight": spec} | ({"bias": spec} if bias else {})
 
 
 class RowParallelLinear(nn.Linear):

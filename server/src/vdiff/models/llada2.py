@@ -29,6 +29,7 @@ from torch import nn
 
 from vdiff.distributed.layers import (
     ColumnParallelLinear,
+    FusedColumnParallelLinear,
     ParallelLMHead,
     RowParallelLinear,
     VocabParallelEmbedding,
@@ -173,15 +174,17 @@ class LLaDA2Attention(nn.Module):
 
     def __init__(self, config: LLaDA2Config) -> None:
         super().__init__()
-        self.num_heads, self.num_kv_heads, self.head_dim = (
-            config.num_attention_heads, config.num_key_value_heads, config.head_dim,
-        )  # fmt: skip
-        width = (self.num_heads + 2 * self.num_kv_heads) * self.head_dim
-        self.query_key_value = nn.Linear(config.hidden_size, width, bias=config.use_qkv_bias)
+        head_dim, num_heads = config.head_dim, config.num_attention_heads
+        heads = plan_heads(num_heads, config.num_key_value_heads, head_dim, building_state())
+        self.num_heads, self.num_kv_heads, self.head_dim = heads.num_heads, heads.num_kv_heads, head_dim
+        q_size, kv_size = num_heads * head_dim, config.num_key_value_heads * head_dim
+        pieces = [heads.q_rows] + [(offset + a, offset + b) for offset in (q_size, q_size + kv_size)
+                                   for a, b in [heads.kv_rows]]  # fmt: skip
+        self.query_key_value = FusedColumnParallelLinear(config.hidden_size, pieces, config.use_qkv_bias)
         if config.use_qk_norm:
             self.query_layernorm = RMSNorm(self.head_dim, config.rms_norm_eps)
             self.key_layernorm = RMSNorm(self.head_dim, config.rms_norm_eps)
-        self.dense = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=config.use_bias)
+        self.dense = RowParallelLinear(num_heads * head_dim, config.hidden_size, config.use_bias)
 
     def forward(
         self,
@@ -233,7 +236,7 @@ class LLaDA2DecoderLayer(nn.Module):
 class LLaDA2Backbone(nn.Module):
     def __init__(self, config: LLaDA2Config) -> None:
         super().__init__()
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.word_embeddings = VocabParallelEmbedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(LLaDA2DecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
@@ -244,6 +247,7 @@ class LLaDA2Model(BlockCausalLM):
     Block-causal like SDARModel: cached keys (past_key_values) are the row's positions 0..P-1."""
 
     family = "llada2"
+    supports_tensor_parallel = True
     supports_token_editing = False
     """LLaDA2.1's T2T editing of committed tokens is not implemented (M2T decoding only)."""
 

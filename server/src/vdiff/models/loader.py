@@ -311,9 +311,12 @@ def _read_tensor(handle: Any, name: str, spec: Any) -> torch.Tensor:
             f"[{spec.start}:{spec.stop}] of dimension {spec.dim} (see config.json)",
             "model",
         )
-    index = [slice(None)] * len(shape)
-    index[spec.dim] = slice(spec.start, spec.stop)
-    tensor = stored[tuple(index)]
+    parts = []
+    for start, stop in spec.pieces or ((spec.start, spec.stop),):
+        index = [slice(None)] * len(shape)
+        index[spec.dim] = slice(start, stop)
+        parts.append(stored[tuple(index)])
+    tensor = parts[0] if len(parts) == 1 else torch.cat(parts, dim=spec.dim)
     missing = spec.size - tensor.shape[spec.dim]
     if missing > 0:  # the last rank's share of a vocabulary padded to a multiple of the ranks
         pad_shape = list(tensor.shape)
