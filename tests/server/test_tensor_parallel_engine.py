@@ -1,6 +1,7 @@
 """-tp 2 against -tp 1 in the engine (in-process rank 0, one real worker process over gloo on loopback):
-token-identical answers at temperature 0 for LLaDA, Dream, the shipped demo models and APD, batched and
-with every KV-cache mode; each rank holds about half of the weights; unsupported families are refused.
+token-identical answers at temperature 0 for LLaDA, Dream, SDAR, LLaDA2, LLaDA-MoE, the shipped demo models
+and APD, batched and with the KV-cache modes; each rank holds about half of the weights; a family without
+tensor parallelism and sizes that do not fit are refused.
 
 The reference is the same engine at tensor_parallel_size 1: vLLM's bar for a parallel layout is the
 same greedy answers as a baseline layout

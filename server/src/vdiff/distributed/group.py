@@ -394,7 +394,8 @@ def check_parallel_model(config: EngineConfig) -> None:
     family = get_family(hf_config.get("model_type"), config.trust_remote_code).for_checkpoint(
         hf_config, config.model
     )
-    if not getattr(family.model_class, "supports_tensor_parallel", False):
+    # declared by the class itself: a subclass with other layers (e.g. a new family) does not inherit it
+    if not vars(family.model_class or object).get("supports_tensor_parallel", False):
         raise VdiffValidationError(
             f"{TP_FLAG} {world}: the {family.name} family has no tensor-parallel implementation yet "
             "(LLaDA, Dream, SDAR, LLaDA2, LLaDA-MoE and the Qwen2 APD verifier have one)",

@@ -170,6 +170,7 @@ class Qwen2CausalLM(DreamModel):
     """
 
     family = "qwen2"
+    supports_tensor_parallel = True
 
     def __init__(self, config: Qwen2Config, *, is_causal: bool = True) -> None:
         super().__init__(config, is_causal=is_causal)
