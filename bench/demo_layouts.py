@@ -186,3 +186,53 @@ def save_weights(path: Path, tensors: dict[str, torch.Tensor], dtype: torch.dtyp
 
 def write_json(path: Path, payload: dict) -> None:
     path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+
+
+def sdar_config(size: ModelSize, vocab_size: int, ids: dict[str, int], block_size: int) -> dict:
+    """SDAR's config.json (Qwen3 keys), as the JetAstra/SDAR GitHub training copies write it: with
+    `block_size` and `mask_token_id` (the Hugging Face copies carry neither). No `auto_map`: the demo
+    ships no modeling code for it to name."""
+    eos = ids["<|endoftext|>"]
+    return {
+        "architectures": ["SDARForCausalLM"],
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "block_size": block_size,
+        "bos_token_id": eos,
+        "eos_token_id": eos,
+        "head_dim": size.d_model // size.n_heads,
+        "hidden_act": "silu",
+        "hidden_size": size.d_model,
+        "initializer_range": 0.02,
+        "intermediate_size": size.mlp_hidden,
+        "mask_token_id": ids["<|mask|>"],
+        "max_position_embeddings": size.max_positions,
+        "max_window_layers": size.n_layers,
+        "model_type": "sdar",
+        "num_attention_heads": size.n_heads,
+        "num_hidden_layers": size.n_layers,
+        "num_key_value_heads": size.n_kv_heads,
+        "rms_norm_eps": 1e-6,
+        "rope_scaling": None,
+        "rope_theta": ROPE_THETA,
+        "sliding_window": None,
+        "tie_word_embeddings": False,
+        "torch_dtype": "float32",
+        "transformers_version": TRANSFORMERS_VERSION,
+        "use_cache": False,
+        "use_sliding_window": False,
+        "vocab_size": vocab_size,
+    }
+
+
+def sdar_initial_tensors(size: ModelSize, vocab_size: int, seed: int) -> dict[str, torch.Tensor]:
+    """Qwen3 names (no q/k/v bias, per-head q_norm/k_norm), as SDAR-*-Chat stores them."""
+    tensors = qwen2_initial_tensors(size, vocab_size, seed)
+    head_dim = size.d_model // size.n_heads
+    for i in range(size.n_layers):
+        attention = f"model.layers.{i}.self_attn."
+        for name in ("q", "k", "v"):
+            del tensors[f"{attention}{name}_proj.bias"]
+        tensors[attention + "q_norm.weight"] = torch.ones(head_dim)
+        tensors[attention + "k_norm.weight"] = torch.ones(head_dim)
+    return tensors

@@ -122,9 +122,11 @@ def greedy_one_token_per_step(
     *,
     logit_shift: bool,
     is_causal: bool,
+    block_size: int | None = None,
 ) -> torch.Tensor:
     """Training-time monitor: commit the single most confident masked position per forward (for the
-    AR model: the next position). The benchmark measures the engine's decoders, not this one."""
+    AR model: the next position; for a block-diffusion model: within the earliest block, by absolute
+    position, that still has a mask). The benchmark measures the engine's decoders, not this one."""
     x = batch.input_ids.clone()
     width = batch.prompt_width
     x[:, width:] = special.mask
@@ -138,7 +140,12 @@ def greedy_one_token_per_step(
         if is_causal:
             position = torch.full_like(rows, step)
         else:
-            confidence[x[:, width:] != special.mask] = -1.0
+            is_open = x[:, width:] == special.mask
+            if block_size is not None:
+                blocks = batch.position_ids[:, width:] // block_size
+                first = torch.where(is_open, blocks, blocks.max() + 1).min(-1, keepdim=True).values
+                is_open &= blocks == first
+            confidence[~is_open] = -1.0
             position = confidence.argmax(-1)
         x[rows, width + position] = tokens[rows, position]
     return x[:, width:]
@@ -162,6 +169,7 @@ def monitor_accuracy(
     *,
     logit_shift: bool,
     is_causal: bool,
+    block_size: int | None = None,
 ) -> dict[str, float]:
     was_training = model.training
     model.eval()
@@ -171,7 +179,7 @@ def monitor_accuracy(
             [(i.prompt, i.answers[0]) for i in task_instances], encoder, special, canvas_length
         )
         outputs = greedy_one_token_per_step(
-            model, batch, special, logit_shift=logit_shift, is_causal=is_causal
+            model, batch, special, logit_shift=logit_shift, is_causal=is_causal, block_size=block_size
         )
         correct = sum(
             instance.check(decode_answer(row.tolist(), encoder.tokenizer, end_ids))

@@ -26,11 +26,17 @@ MAX_TOKENS = 16
 ACCURACY_FILE = "accuracy.json"
 
 
+DECODING = {"sdar": "block"}
+"""Decoding per model_type (block-diffusion models decode with their exact block cache); else 'reference'."""
+
+
 def diffusion_answers(model_dir: Path, instances: list[TaskInstance]) -> list[str]:
     from vdiff import LLM, SamplingParams
 
+    model_type = json.loads((model_dir / "config.json").read_text())["model_type"]
+    decoding = DECODING.get(model_type, "reference")
     llm = LLM(model=str(model_dir), device="cpu", max_num_seqs=64)
-    params = SamplingParams(max_tokens=MAX_TOKENS, temperature=0.0, decoding="reference")
+    params = SamplingParams(max_tokens=MAX_TOKENS, temperature=0.0, decoding=decoding)
     outputs = llm.chat([[{"role": "user", "content": i.prompt}] for i in instances], params)
     return [output.outputs[0].text for output in outputs]
 
@@ -79,6 +85,9 @@ def evaluate(model_dir: Path, examples: int) -> dict[str, Any]:
             causal_answers(model_dir, instances),
             "greedy autoregressive (one token per forward)",
         )
+    elif model_type == "sdar":
+        answers = diffusion_answers(model_dir, instances)
+        decoder = "vdiff block policy (exact block cache), max_tokens 16, B steps per block, temperature 0"
     else:
         answers = diffusion_answers(model_dir, instances)
         decoder = "vdiff reference policy, max_tokens 16, steps 16 (LLaDA: one token per step), temperature 0"

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 
+from bench.demo_block_training import block_diffusion_loss
 from bench.demo_layouts import (
     ModelSize,
     generation_config,
@@ -32,6 +33,8 @@ from bench.demo_layouts import (
     qwen2_family_config,
     qwen2_initial_tensors,
     save_weights,
+    sdar_config,
+    sdar_initial_tensors,
     write_json,
 )
 from bench.demo_tokenizer import (
@@ -77,7 +80,7 @@ class DemoSpec:
     """Wall-clock budget: the LR schedule runs on max(step / steps, elapsed / budget), so a loaded
     machine trains fewer steps but still finishes its schedule on time."""
     objective: str
-    """'diffusion' (masked-diffusion SFT) or 'next_token'."""
+    """'diffusion' (masked-diffusion SFT), 'block_diffusion' (SDAR's block SFT) or 'next_token'."""
     logit_shift: bool = False
     is_causal: bool = False
     tie_word_embeddings: bool = False
@@ -86,6 +89,8 @@ class DemoSpec:
     was from Qwen2.5-7B); None = random init."""
     task_weights: dict[str, float] | None = None
     """Training mix (task -> relative frequency); None = TRAINING_MIX."""
+    block_size: int | None = None
+    """The attention block of a block-diffusion model (config.json's block_size)."""
 
     @property
     def training_mix(self) -> dict[str, float]:
@@ -157,6 +162,18 @@ DEMO_SPECS = (
         logit_shift=True,
         init_from="qwen2-ar-demo",
     ),
+    DemoSpec(
+        "sdar-demo",
+        QWEN_STYLE,
+        "sdar",
+        ModelSize(d_model=128, n_layers=4, n_heads=4, n_kv_heads=2, mlp_hidden=384),
+        steps=12000,
+        batch_size=32,
+        learning_rate=2e-3,
+        minutes=30,
+        objective="block_diffusion",
+        block_size=4,
+    ),
 )
 
 
@@ -176,6 +193,10 @@ def write_checkpoint_files(spec: DemoSpec, tokenizer: Tokenizer, path: Path, see
         config = llada_config(spec.size, vocab_size, ids)
         tensors = llada_initial_tensors(spec.size, vocab_size, seed)
         bos = ids["<|startoftext|>"]
+    elif spec.model_type == "sdar":
+        config = sdar_config(spec.size, vocab_size, ids, spec.block_size or 4)
+        tensors = sdar_initial_tensors(spec.size, vocab_size, seed)
+        bos = pad
     else:
         config = qwen2_family_config(
             spec.size,
@@ -270,7 +291,9 @@ def train_one(spec: DemoSpec, tokenizer: Tokenizer, out_dir: Path, seed: int, mo
             group["lr"] = spec.learning_rate * min(1.0, step / warmup) * max(0.02, 1.0 - progress)
         canvas = rng.randint(MIN_CANVAS, MAX_CANVAS)
         batch = make_batch([next_example() for _ in range(spec.batch_size)], encoder, special, canvas)
-        if spec.objective == "diffusion":
+        if spec.objective == "block_diffusion":
+            loss = block_diffusion_loss(model, batch, special, generator)
+        elif spec.objective == "diffusion":
             loss = masked_diffusion_loss(model, batch, special, generator, spec.logit_shift)
         else:
             loss = next_token_loss(model, batch)
@@ -289,6 +312,7 @@ def train_one(spec: DemoSpec, tokenizer: Tokenizer, out_dir: Path, seed: int, mo
                 EVAL_CANVAS,
                 logit_shift=spec.logit_shift,
                 is_causal=spec.is_causal,
+                block_size=spec.block_size,
             )
             elapsed = time.monotonic() - started
             history.append({"step": step, "loss": round(smoothed, 4), "seconds": round(elapsed), **accuracy})
@@ -306,6 +330,7 @@ def train_one(spec: DemoSpec, tokenizer: Tokenizer, out_dir: Path, seed: int, mo
         path / "training.json",
         {
             "objective": spec.objective,
+            **({"block_size": spec.block_size} if spec.block_size else {}),
             "steps": step,
             "batch_size": spec.batch_size,
             "learning_rate": spec.learning_rate,

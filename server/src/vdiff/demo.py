@@ -12,11 +12,13 @@ DEMO_MODEL_NAMES = (
     "qwen2-ar-demo",
     "qwen2-ar-mini-demo",
     "qwen2-ar-mini-llada-demo",
+    "sdar-demo",
 )
 """llada-demo: LLaDA layout (default served model); dream-demo: Dream layout; qwen2-ar-demo: the
 causal Qwen2 model dream-demo was initialised from (an APD verifier as large as the dLLM);
 qwen2-ar-mini-demo: the small APD verifier, both sharing dream-demo's tokenizer;
-qwen2-ar-mini-llada-demo: the same small verifier with llada-demo's tokenizer (APD for llada-demo)."""
+qwen2-ar-mini-llada-demo: the same small verifier with llada-demo's tokenizer (APD for llada-demo);
+sdar-demo: SDAR layout, block diffusion (B = 4, exact block cache), dream-demo's tokenizer."""
 
 
 def demo_model_path(name: str = DEFAULT_DEMO_MODEL) -> Path:
