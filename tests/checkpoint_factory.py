@@ -885,3 +885,94 @@ def make_llada_moe_checkpoint(
         {"eos_token_id": eos_id, "pad_token_id": eos_id, "transformers_version": "4.46.2"},
     )
     return path
+
+
+FAST_DLLM_V2_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "|<MASK>|"]
+
+
+def make_fast_dllm_v2_checkpoint(
+    path: str | Path,
+    *,
+    n_layers: int = 2,
+    hidden_size: int = 64,
+    n_heads: int = 4,
+    n_kv_heads: int = 2,
+    intermediate_size: int = 128,
+    bd_size: int = 8,
+    sharded: bool = False,
+    dtype: torch.dtype = torch.float32,
+    seed: int = 4,
+    max_position_embeddings: int = 512,
+    extra_vocab: int = 16,
+) -> Path:
+    """An Efficient-Large-Model/Fast_dLLM_v2_7B-shaped checkpoint (Qwen2 names with q/k/v bias, GQA,
+    untied head; config `model_type: Fast_dLLM_Qwen`, `bd_size`, the auto_map to its own code), scaled
+    down. The mask `|<MASK>|` is an added token and config.json's vocab_size exceeds the tokenizer's
+    (152064 vs 151666 + added in the 7B); there is no mask_token_id in config.json."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer(FAST_DLLM_V2_SPECIAL_TOKENS, qwen_normalizer=True)
+    ids = _write_tokenizer(
+        path,
+        tokenizer,
+        tokenizer_class="Qwen2Tokenizer",
+        chat_template=QWEN_CHAT_TEMPLATE,
+        special_roles={"eos_token": "<|im_end|>", "pad_token": "<|im_end|>"},
+        model_max_length=max_position_embeddings,
+    )
+    assert_tokenizer_consistent(path)
+    vocab_size = tokenizer.get_vocab_size() + extra_vocab
+    eos_id, im_end_id, mask_id = ids["<|endoftext|>"], ids["<|im_end|>"], ids["|<MASK>|"]
+    tensors = _qwen2_tensors(
+        _Init(seed, dtype),
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        n_layers=n_layers,
+        n_heads=n_heads,
+        n_kv_heads=n_kv_heads,
+        intermediate_size=intermediate_size,
+        tie_word_embeddings=False,
+        silent_ids=[mask_id],
+    )
+    write_safetensors(path, tensors, sharded=sharded)
+    config = {
+        "architectures": ["Fast_dLLM_QwenForCausalLM"],
+        "attention_dropout": 0.0,
+        "auto_map": {
+            "AutoConfig": "configuration.Fast_dLLM_QwenConfig",
+            "AutoModel": "modeling.Fast_dLLM_QwenModel",
+            "AutoModelForCausalLM": "modeling.Fast_dLLM_QwenForCausalLM",
+        },
+        "bd_size": bd_size,
+        "bos_token_id": eos_id,
+        "conplemenrary_mask": True,
+        "eos_token_id": im_end_id,
+        "hidden_act": "silu",
+        "hidden_size": hidden_size,
+        "initializer_range": 0.02,
+        "intermediate_size": intermediate_size,
+        "layer_types": ["full_attention"] * n_layers,
+        "max_position_embeddings": max_position_embeddings,
+        "max_window_layers": n_layers,
+        "model_type": "Fast_dLLM_Qwen",
+        "num_attention_heads": n_heads,
+        "num_hidden_layers": n_layers,
+        "num_key_value_heads": n_kv_heads,
+        "pad_token_id": im_end_id,
+        "rms_norm_eps": 1e-6,
+        "rope_scaling": None,
+        "rope_theta": 1000000.0,
+        "sliding_window": None,
+        "tie_word_embeddings": False,
+        "torch_dtype": str(dtype).removeprefix("torch."),
+        "transformers_version": "4.53.0",
+        "use_cache": True,
+        "use_sliding_window": False,
+        "vocab_size": vocab_size,
+    }
+    _write_json(path / "config.json", config)
+    _write_json(
+        path / "generation_config.json",
+        {"bos_token_id": eos_id, "eos_token_id": [im_end_id, eos_id], "pad_token_id": im_end_id},
+    )
+    return path

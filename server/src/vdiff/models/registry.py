@@ -10,6 +10,7 @@ from typing import Any
 from vdiff.errors import VdiffValidationError
 from vdiff.models.base import DiffusionModel
 from vdiff.models.dream import DreamModel, Qwen2CausalLM
+from vdiff.models.fast_dllm_v2 import FastDLLMV2Model, fast_dllm_v2_block_size
 from vdiff.models.llada import LLaDAModel
 from vdiff.models.llada2 import LLaDA2Model, LLaDAMoEModel, llada2_block_size
 from vdiff.models.sdar import SDARModel, sdar_block_size
@@ -113,6 +114,18 @@ LLADA2 = FamilySpec(
     block_size_of=llada2_block_size,
     decoding="block",
 )
+FAST_DLLM_V2 = FamilySpec(
+    name="fast_dllm_v2",
+    model_class=FastDLLMV2Model,
+    model_types=("Fast_dLLM_Qwen",),
+    mask_token="|<MASK>|",
+    end_tokens=("<|im_end|>", "<|endoftext|>"),
+    remasking="low_confidence",
+    block_length=fast_dllm_v2_block_size({}),
+    block_causal=True,
+    block_size_of=fast_dllm_v2_block_size,
+    decoding="block",
+)
 LLADA_MOE = FamilySpec(
     name="llada_moe",
     model_class=LLaDAMoEModel,
@@ -141,7 +154,7 @@ REMOTE = FamilySpec(
     block_length=None,
 )
 
-FAMILIES: tuple[FamilySpec, ...] = (LLADA, DREAM, SDAR, LLADA2, LLADA_MOE, QWEN2_AR)
+FAMILIES: tuple[FamilySpec, ...] = (LLADA, DREAM, SDAR, LLADA2, FAST_DLLM_V2, LLADA_MOE, QWEN2_AR)
 _SHARED_MODEL_TYPES: dict[str, tuple[FamilySpec, ...]] = {"llada": (LLADA_MOE,)}
 """model_types another family also answers to, told apart by config.json's architectures."""
 

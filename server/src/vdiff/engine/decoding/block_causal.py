@@ -70,6 +70,9 @@ class BlockState:
     """Canvas indices of the current block's masks, decided by the pending forward."""
     is_prefill_only: bool = False
     """The pending forward only writes prompt blocks to the cache (chunked prefill: no logits)."""
+    is_first_token: bool = False
+    """The pending forward decides only a generated block's first token from the finished block's last
+    logit (a shifted model, Fast-dLLM v2: argmax, not a denoising step)."""
 
     @property
     def past(self) -> SequenceKV | None:
@@ -159,10 +162,16 @@ class BlockCausalPolicy(DecodingPolicy):
             )
         state.is_prefill_only = False
         state.query_start, state.store_end = cached, block_start
+        shift = 1 if self.context.logit_shift else 0
+        state.is_first_token = bool(shift) and int(state.masked[0]) == block_start
+        if state.is_first_token:  # Fast-dLLM v2: the finished blocks' forward alone gives this token
+            state.masked, block_end = state.masked[:1], block_start
+        elif sub_block := getattr(self.context.runner.model, "sub_block_size", None):
+            state.masked = state.masked[state.masked // sub_block == int(state.masked[0]) // sub_block]
         return ForwardRequest(
             input_ids=canvas[cached:block_end].unsqueeze(0),
             position_ids=positions(cached, block_end),
-            logit_indices=state.masked - cached,
+            logit_indices=state.masked - cached - shift,
             past=None if past is None else [past],
             use_cache=block_start > cached,
             decided=state.masked,
@@ -198,7 +207,7 @@ class BlockCausalPolicy(DecodingPolicy):
                 )
             else:
                 seq.commit(state.masked[picked], tokens[row, : state.masked.shape[0]][picked.to(device)])
-            state.step += 1
+            state.step += 0 if state.is_first_token else 1
 
     def release(self, seq: Sequence) -> None:
         seq.decoding_state = None
@@ -232,7 +241,7 @@ class BlockCausalPolicy(DecodingPolicy):
         for row, (seq, result) in enumerate(zip(seqs, results, strict=True)):
             logits, params = result.logits[0], seq.params
             count = logits.shape[0]
-            if params.temperature > 0:
+            if params.temperature > 0 and not seq.decoding_state.is_first_token:
                 scaled = logits / params.temperature
                 if params.top_k > 0:
                     scaled = top_k_logits(scaled, params.top_k)
