@@ -6,7 +6,8 @@
 Trains, one after the other: llada-demo (LLaDA layout, masked-diffusion SFT from scratch), qwen2-ar-demo
 (Qwen2 causal LM, next-token loss), qwen2-ar-mini-demo (a much smaller Qwen2 with tied embeddings: the APD
 verifier, the role Qwen2.5-0.5B plays for Dream-7B) and dream-demo (Dream layout, the same SFT through
-the logit shift, initialised from qwen2-ar-demo as Dream-7B was from Qwen2.5-7B; same tokenizer).
+the logit shift, initialised from qwen2-ar-demo as Dream-7B was from Qwen2.5-7B; same tokenizer) and
+sdar-demo (SDAR layout, block-diffusion SFT over [x_t | x_0] with B = 4, bench/demo_block_training.py).
 The modules are vdiff's own (vdiff.models), so the checkpoints
 load through vdiff.models.loader exactly like LLaDA-8B / Dream-7B / Qwen2.5.
 """
