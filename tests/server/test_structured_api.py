@@ -224,6 +224,15 @@ def test_malformed_schemas_are_400_never_5xx(server: BackgroundServer, path: str
     refused(server, path, "structured_outputs.regex", structured_outputs={"regex": "(unclosed"})
     refused(server, path, "guided_regex", guided_regex="[z-a]")
     refused(server, path, "structured_outputs.grammar", structured_outputs={"grammar": "start: ((("})
+    # valid, but beyond the parser limits (a million-'a' forced prefix): a 400, never '' with "stop"
+    message = refused(
+        server, path, "structured_outputs.regex", structured_outputs={"regex": "(a{1000}){1000}"}
+    )
+    assert "too complex" in message
+    refused(server, path, "guided_regex", guided_regex="(a{1000}){1000}")
+    body = ok(server, path, max_tokens=8, structured_outputs={"regex": "(a{300}){300}"})
+    assert texts(body) == ["a" * 8]
+    assert body["choices"][0]["finish_reason"] == "length"
 
 
 # ------------------------------------------------------------------------------------------------ outputs

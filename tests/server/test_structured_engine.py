@@ -21,6 +21,7 @@ from vdiff.engine.llm import LLM
 from vdiff.errors import VdiffValidationError
 from vdiff.sampling_params import SamplingParams
 from vdiff.structured import StructuredOutputsParams
+from vdiff.structured.matcher import GrammarLimitError, GrammarMatcher
 
 from bench.tasks import eval_set
 
@@ -203,7 +204,8 @@ def test_streamed_frontier_is_always_a_grammatical_prefix(llms) -> None:
         ({"structural_tag": '{"structures": []}'}, "structural_tag"),
         (
             {
-                "structural_tag": '{"triggers": ["<f"], "structures": [{"begin": "<g>", "schema": {}, "end": "</g>"}]}'
+                "structural_tag": '{"triggers": ["<f"], '
+                '"structures": [{"begin": "<g>", "schema": {}, "end": "</g>"}]}'
             },
             "structural_tag",
         ),
@@ -343,3 +345,62 @@ def test_structural_tag_constrains_what_follows_its_trigger(llms) -> None:
     refused = compiled.new_matcher()
     assert all(refused.consume(token) for token in encode("ok <f>"))
     assert not refused.consume(encode("x")[0])
+
+
+PATHOLOGICAL_REGEX = "(a{1000}){1000}"
+"""Valid, but its first token makes llguidance's lexer build a million-'a' forced prefix and exceed its
+expression limit: the matcher enters its error state, where it allows only the end token."""
+
+
+def test_a_grammar_beyond_the_parser_limits_is_refused_at_admission_naming_the_source(llms) -> None:
+    """An errored matcher must never end an answer "stop" with text that ignores the constraint (the bug:
+    '' / "stop" after ~1.6 s). vLLM (vllm/v1/structured_output/backend_guidance.py) only logs the
+    LLMatcher error and keeps llguidance's EOS-only mask; here the grammar is probed at admission under
+    bounded ParserLimits and refused, quickly, naming params.source."""
+    engine = llms["dream-demo"].llm_engine
+    source = "structured_outputs.regex"
+    params = SamplingParams(
+        max_tokens=8,
+        temperature=0,
+        structured_outputs=StructuredOutputsParams(source=source, regex=PATHOLOGICAL_REGEX),
+    )
+    with pytest.raises(VdiffValidationError) as raised:
+        engine.process_request([1, 2, 3], params)
+    assert raised.value.param == source
+    assert "too complex" in str(raised.value)
+    with pytest.raises(VdiffValidationError):  # the offline API: the exact case of the report
+        llms["dream-demo"].chat(
+            [[{"role": "user", "content": "x"}]],
+            SamplingParams(
+                max_tokens=8,
+                temperature=0,
+                structured_outputs=StructuredOutputsParams(regex=PATHOLOGICAL_REGEX),
+            ),
+        )
+
+
+@pytest.mark.parametrize("regex", ["a{20}", "(a{300}){300}"])
+def test_long_forced_prefixes_within_the_limits_are_honoured(llms, regex) -> None:
+    [output] = llms["dream-demo"].chat(
+        [[{"role": "user", "content": "x"}]],
+        SamplingParams(max_tokens=8, temperature=0, structured_outputs=constrained(regex=regex)),
+    )
+    assert output.outputs[0].text == "a" * 8
+    assert output.outputs[0].finish_reason == "length"
+
+
+def test_an_errored_matcher_raises_instead_of_allowing_the_end_token(llms) -> None:
+    """Past admission (llguidance's lexer state is shared by a grammar's matchers), a matcher that enters
+    its error state fails its own request through the step guard: consume raises GrammarLimitError,
+    never reports the end token as the grammar's choice."""
+    import llguidance
+
+    backend = llms["dream-demo"].llm_engine.grammar_backend
+    grammar = llguidance.LLMatcher.grammar_from_regex(PATHOLOGICAL_REGEX)
+    raw = llguidance.LLMatcher(backend.ll_tokenizer, grammar, log_level=0, limits=backend.limits)
+    matcher = GrammarMatcher(raw, backend.eos_token_id, backend.vocab_size)
+    assert matcher.forced_token() == backend.ll_tokenizer.tokenize_str("a")[0]
+    with pytest.raises(GrammarLimitError, match="too many expressions"):
+        matcher.consume(matcher.forced_token())
+    with pytest.raises(GrammarLimitError):
+        matcher.consume(backend.eos_token_id)

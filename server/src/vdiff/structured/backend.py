@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from vdiff.errors import VdiffValidationError
 from vdiff.structured.config import FLAG, StructuredOutputsConfig
-from vdiff.structured.matcher import GrammarMatcher
+from vdiff.structured.matcher import GrammarMatcher, first_line
 from vdiff.structured.params import StructuredOutputsParams
 
 if TYPE_CHECKING:
@@ -25,6 +25,17 @@ if TYPE_CHECKING:
 
 CACHE_SIZE = 256
 """Compiled grammars kept (least recently used dropped)."""
+
+INITIAL_LEXER_FUEL = 200_000
+"""llguidance's budget for building regex expressions (its default 1_000_000). The lexer's expression
+limit scales with it, and one pathological regex spends it all in a single mask or forced-prefix
+computation: (a{1000}){1000} reaches the limit ~9x sooner at this value than at the default. The
+per-step limits (step_lexer_fuel, step_max_items) keep llguidance's defaults."""
+
+
+def parser_limits(llguidance: Any) -> Any:
+    """The bounded ParserLimits every grammar of this backend is checked, probed and run under."""
+    return llguidance.LLParserLimits(initial_lexer_fuel=INITIAL_LEXER_FUEL, verbose_errors=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +76,7 @@ class GuidanceBackend:
         self.ll_tokenizer = llguidance.hf.from_tokenizer(
             tokenizer_info.tokenizer, n_vocab=self.vocab_size, eos_token=list(tokenizer_info.eos_token_ids)
         )
+        self.limits = parser_limits(llguidance)
         self._cache: OrderedDict[tuple, Any] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -78,21 +90,44 @@ class GuidanceBackend:
                 return CompiledGrammar(self, prototype, params.source)
         grammar = self._serialize(params)
         matcher_class = self._llguidance.LLMatcher
-        is_error, messages = matcher_class.validate_grammar_with_warnings(grammar, self.ll_tokenizer)
+        is_error, messages = matcher_class.validate_grammar_with_warnings(
+            grammar, self.ll_tokenizer, limits=self.limits
+        )
         if is_error:
             raise VdiffValidationError(
                 f"{params.source}: invalid {params.kind}: {messages[0]}", params.source
             )
-        prototype = matcher_class(self.ll_tokenizer, grammar, log_level=0)
+        prototype = matcher_class(self.ll_tokenizer, grammar, log_level=0, limits=self.limits)
         if prototype.is_error():
             raise VdiffValidationError(
                 f"{params.source}: invalid {params.kind}: {prototype.get_error()}", params.source
             )
+        self._probe(prototype, params)
         with self._lock:
             self._cache[key] = prototype
             while len(self._cache) > CACHE_SIZE:
                 self._cache.popitem(last=False)
         return CompiledGrammar(self, prototype, params.source)
+
+    def _probe(self, prototype: Any, params: StructuredOutputsParams) -> None:
+        """Run the first steps on a copy: the forced prefix, the first mask and one allowed token. A
+        grammar that is valid but beyond the parser limits fails here (a 400 naming the field) instead
+        of in the engine step, where llguidance's error state would allow only the end token."""
+        matcher = GrammarMatcher(prototype.deep_copy(), self.eos_token_id, self.vocab_size)
+        raw = matcher._matcher
+        raw.compute_ff_bytes()
+        if not raw.is_error():
+            from vdiff.engine.decoding.constrained import first_allowed
+
+            token = first_allowed(matcher)
+            if token != self.eos_token_id and not raw.is_error():
+                raw.consume_token(token)
+        if raw.is_error():
+            raise VdiffValidationError(
+                f"{params.source}: the {params.kind} is too complex for the structured outputs parser "
+                f"limits ({first_line(raw.get_error())})",
+                params.source,
+            )
 
     def _key(self, params: StructuredOutputsParams) -> tuple:
         value = getattr(params, params.kind)

@@ -7,6 +7,11 @@ from typing import Any
 import torch
 
 
+class GrammarLimitError(RuntimeError):
+    """The matcher hit a parser/lexer limit mid-answer (llguidance's error state, which it never leaves).
+    Raised so the step guard fails this request alone: never turned into an end token and a "stop"."""
+
+
 class GrammarMatcher:
     """llguidance's LLMatcher for one sequence. The state always describes the committed, left-contiguous
     answer (the frontier): diffusion commits out of order, a grammar state exists only left to right."""
@@ -48,12 +53,21 @@ class GrammarMatcher:
         return index * 32 + word.bit_length() - 1
 
     def consume(self, token_id: int) -> bool:
-        """Advance over one token; False (state unchanged) when the grammar does not allow it."""
+        """Advance over one token; False (state unchanged) when the grammar does not allow it.
+        Raises GrammarLimitError when the matcher is (or enters) its error state: an errored matcher
+        allows only the end token, which would end the answer "stop" without honouring the grammar."""
+        self.check()
         if self._matcher.is_stopped() or self._matcher.validate_tokens([token_id]) != 1:
+            self.check()
             return False
         consumed = self._matcher.consume_token(token_id)
+        self.check()
         self.num_consumed += int(consumed)
         return consumed
+
+    def check(self) -> None:
+        if self._matcher.is_error():
+            raise GrammarLimitError(f"the structured outputs grammar failed: {first_line(self.error)}")
 
     def rollback(self, num_tokens: int) -> None:
         if num_tokens > 0:
@@ -72,3 +86,8 @@ class GrammarMatcher:
     @property
     def error(self) -> str:
         return self._matcher.get_error() if self._matcher.is_error() else ""
+
+
+def first_line(message: str) -> str:
+    """llguidance's message without its parser-state dump (verbose errors append the state)."""
+    return message.strip().split("\n", 1)[0]
