@@ -230,6 +230,10 @@ def test_malformed_schemas_are_400_never_5xx(server: BackgroundServer, path: str
     )
     assert "too complex" in message
     refused(server, path, "guided_regex", guided_regex="(a{1000}){1000}")
+    # passes admission (the first mask and token fit), hits the limit after the first token: still a 400
+    # naming the field (the step guard passes a validation error through), never a 500
+    message = refused(server, path, "guided_regex", guided_regex="(b|c)(d|e)(a{1000}){1000}")
+    assert "mid-answer" in message
     body = ok(server, path, max_tokens=8, structured_outputs={"regex": "(a{300}){300}"})
     assert texts(body) == ["a" * 8]
     assert body["choices"][0]["finish_reason"] == "length"

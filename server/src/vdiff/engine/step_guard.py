@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from vdiff.errors import RequestFailedError
+from vdiff.errors import RequestFailedError, VdiffValidationError
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,16 @@ class StepGuard:
 
     def fail(self, seqs: Sequence[Any], error: BaseException) -> None:
         request_ids = list(dict.fromkeys(seq.request_id for seq in seqs))
-        logger.error("request(s) %s failed inside the engine step: %r", request_ids, error, exc_info=error)
+        if isinstance(error, VdiffValidationError):
+            logger.warning("request(s) %s refused inside the engine step: %s", request_ids, error.message)
+        else:
+            logger.error(
+                "request(s) %s failed inside the engine step: %r", request_ids, error, exc_info=error
+            )
         for request_id in request_ids:
-            self.fail_request(request_id, RequestFailedError(f"The engine failed on this request: {error!r}"))
+            if isinstance(error, VdiffValidationError):  # the request's own fault (a grammar past its limits)
+                self.fail_request(request_id, error)
+            else:
+                self.fail_request(
+                    request_id, RequestFailedError(f"The engine failed on this request: {error!r}")
+                )

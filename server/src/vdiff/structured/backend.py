@@ -48,7 +48,9 @@ class CompiledGrammar:
     source: str
 
     def new_matcher(self) -> GrammarMatcher:
-        return GrammarMatcher(self.prototype.deep_copy(), self.backend.eos_token_id, self.vocab_size)
+        return GrammarMatcher(
+            self.prototype.deep_copy(), self.backend.eos_token_id, self.vocab_size, self.source
+        )
 
     @property
     def vocab_size(self) -> int:

@@ -6,22 +6,37 @@ from typing import Any
 
 import torch
 
+from vdiff.errors import VdiffValidationError
 
-class GrammarLimitError(RuntimeError):
+
+class GrammarLimitError(VdiffValidationError):
     """The matcher hit a parser/lexer limit mid-answer (llguidance's error state, which it never leaves).
-    Raised so the step guard fails this request alone: never turned into an end token and a "stop"."""
+    Raised so the step guard fails this request alone: never turned into an end token and a "stop". The
+    constraint the client sent is beyond the parser's limits, so the request fails with a 400 naming it,
+    as one refused at admission does."""
 
 
 class GrammarMatcher:
     """llguidance's LLMatcher for one sequence. The state always describes the committed, left-contiguous
     answer (the frontier): diffusion commits out of order, a grammar state exists only left to right."""
 
-    __slots__ = ("_matcher", "_scratch", "eos_token_id", "num_consumed", "num_fallbacks", "num_words")
+    __slots__ = (
+        "_matcher",
+        "_scratch",
+        "eos_token_id",
+        "num_consumed",
+        "num_fallbacks",
+        "num_words",
+        "source",
+    )
 
-    def __init__(self, matcher: Any, eos_token_id: int, vocab_size: int) -> None:
+    def __init__(
+        self, matcher: Any, eos_token_id: int, vocab_size: int, source: str = "structured_outputs"
+    ) -> None:
         """matcher: a fresh llguidance.LLMatcher (a deep copy of the compiled grammar's prototype: ~1 µs,
         where building one costs ~1 ms)."""
         self._matcher = matcher
+        self.source = source
         self.eos_token_id = eos_token_id
         self.num_consumed = 0
         self.num_words = (vocab_size + 31) // 32
@@ -67,7 +82,11 @@ class GrammarMatcher:
 
     def check(self) -> None:
         if self._matcher.is_error():
-            raise GrammarLimitError(f"the structured outputs grammar failed: {first_line(self.error)}")
+            raise GrammarLimitError(
+                f"{self.source}: the constraint exceeded the structured outputs parser limits mid-answer: "
+                f"{first_line(self.error)}",
+                self.source,
+            )
 
     def rollback(self, num_tokens: int) -> None:
         if num_tokens > 0:
