@@ -101,6 +101,8 @@ class Sequence:
     """Generation position -> TokenLogprob of its committed token, when the request asked for logprobs."""
     needs_logits_processing: bool = False
     """Any penalty, bias, min_p, min_tokens, allowed or bad token is set (decided once, at admission)."""
+    logits_rules: Any = None
+    """The params as the logits rules use them (logits_processors.SeqRules), built on the first step."""
     canvas_frames: list[Any] | None = None
     """CanvasFrames not yet reported, when params.record_canvas (engine/canvas_trace.py), else None."""
     grammar: Any = None

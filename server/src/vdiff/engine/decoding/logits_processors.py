@@ -17,9 +17,10 @@ Diffusion-specific choices:
   the token with the highest logit of the original input row keeps its (penalised, biased) logit, so
   sampling never sees an all -inf row (which would give NaN probabilities).
 
-All index tensors are built on the CPU with loops over sequences (never over rows or the vocabulary);
-the arithmetic runs once for all rows on the logits' device. Sequences whose params are all neutral are
-not touched.
+A sequence's params are read once into SeqRules (cached on the Sequence by process_results), so a step
+does no per-field lookups. All index tensors are built on the CPU with loops over sequences (never over
+rows or the vocabulary); the arithmetic runs once for all rows on the logits' device. Sequences whose
+params are all neutral are not touched.
 """
 
 from __future__ import annotations
@@ -56,6 +57,73 @@ def needs_processing(params: Any) -> bool:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class SeqRules:
+    """One sequence's params as the rules use them, for one vocabulary and set of end tokens."""
+
+    vocab: int
+    end_token_ids: tuple[int, ...]
+    needed: bool
+    repetition: float
+    frequency: float
+    presence: float
+    bias_tokens: tuple[int, ...]
+    bias_values: tuple[float, ...]
+    allowed: tuple[int, ...] | None
+    """In-vocabulary allowed_token_ids, or None when unrestricted."""
+    min_tokens: int
+    min_tokens_ends: tuple[int, ...]
+    """Sorted distinct in-vocabulary tokens min_tokens bans (end tokens unless ignore_eos, stop ids)."""
+    single_bad: tuple[int, ...]
+    multi_bad: tuple[tuple[tuple[int, ...], int], ...]
+    """(prefix, last token) of every bad word longer than one token."""
+    min_p_offset: float | None
+    """T * log(min_p), or None when min_p is off."""
+
+
+def compile_rules(params: Any, vocab: int, end_token_ids: Sequence[int]) -> SeqRules:
+    bias_tokens, bias_values = [], []
+    for token, bias in (_field(params, "logit_bias", None) or {}).items():
+        if 0 <= int(token) < vocab:
+            bias_tokens.append(int(token))
+            bias_values.append(min(max(float(bias), -_MAX_ABS_BIAS), _MAX_ABS_BIAS))
+    allowed_ids = _field(params, "allowed_token_ids", None)
+    allowed = tuple(int(t) for t in allowed_ids if 0 <= int(t) < vocab) if allowed_ids else None
+    min_tokens = int(_field(params, "min_tokens", 0))
+    ends: list[int] = []
+    if min_tokens > 0:
+        ends = [] if _field(params, "ignore_eos", False) else list(end_token_ids)
+        ends += list(_field(params, "stop_token_ids", ()))
+    single_bad, multi_bad = [], []
+    for word in _field(params, "bad_words_token_ids", ()):
+        word = [int(t) for t in word]
+        if not word or not 0 <= word[-1] < vocab:
+            continue
+        if len(word) == 1:
+            single_bad.append(word[0])
+        else:
+            multi_bad.append((tuple(word[:-1]), word[-1]))
+    min_p, temperature = float(_field(params, "min_p", 0.0)), float(_field(params, "temperature", 1.0))
+    # p_i < min_p * p_max  <=>  l_i / T < l_max / T + log(min_p)  <=>  l_i < l_max + T * log(min_p).
+    min_p_active = min_p > 0 and temperature > 0
+    return SeqRules(
+        vocab=vocab,
+        end_token_ids=tuple(end_token_ids),
+        needed=needs_processing(params),
+        repetition=float(_field(params, "repetition_penalty", 1.0)),
+        frequency=float(_field(params, "frequency_penalty", 0.0)),
+        presence=float(_field(params, "presence_penalty", 0.0)),
+        bias_tokens=tuple(bias_tokens),
+        bias_values=tuple(bias_values),
+        allowed=allowed,
+        min_tokens=min_tokens,
+        min_tokens_ends=tuple(sorted({int(t) for t in ends if 0 <= int(t) < vocab})),
+        single_bad=tuple(single_bad),
+        multi_bad=tuple(multi_bad),
+        min_p_offset=temperature * math.log(min(min_p, 1.0)) if min_p_active else None,
+    )
+
+
 @dataclass(slots=True)
 class _Rows:
     """The rows of the processed sequences, numbered locally 0..R-1 (CPU tensors)."""
@@ -81,15 +149,20 @@ def process_logits(
     end_token_ids: Sequence[int],
     *,
     in_place: bool = False,
+    rules: Sequence[SeqRules] | None = None,
 ) -> torch.Tensor:
     """Apply every sequence's logits processing to its rows; returns a new [N, V] tensor (or `logits`
-    itself, changed, with in_place: for a caller whose tensor is already a private copy)."""
+    itself, changed, with in_place: for a caller whose tensor is already a private copy). `rules`, one
+    per sequence, are compile_rules of the params for this vocabulary and these end tokens (cached)."""
     if sum(row_counts) != logits.shape[0]:
         raise ValueError(f"row_counts sum to {sum(row_counts)}, logits have {logits.shape[0]} rows")
+    vocab, device = logits.shape[1], logits.device
+    if rules is None:
+        rules = [compile_rules(p, vocab, end_token_ids) for p in params]
     starts = [0]
     for count in row_counts:
         starts.append(starts[-1] + count)
-    seqs = [i for i, p in enumerate(params) if row_counts[i] > 0 and needs_processing(p)]
+    seqs = [i for i, r in enumerate(rules) if row_counts[i] > 0 and r.needed]
     if not seqs:
         return logits if in_place else logits.clone()
     for i in seqs:
@@ -103,17 +176,23 @@ def process_logits(
         seq_of_row=torch.repeat_interleave(torch.arange(len(seqs)), row_count),
         position=torch.cat([positions[i].reshape(-1).to("cpu", torch.int64) for i in seqs]),
     )
-    chosen = [params[i] for i in seqs]
-    seq_canvases = [canvases[i].reshape(-1).to("cpu", torch.int64) for i in seqs]
-    seq_prompt_lens = [int(prompt_lens[i]) for i in seqs]
-    vocab, device = logits.shape[1], logits.device
+    chosen = [rules[i] for i in seqs]
+    seq_prompt_lens = torch.tensor([int(prompt_lens[i]) for i in seqs], dtype=torch.int64)
+    # [A, L] canvases, the mask and the padding read -1 (no token)
+    canvas = torch.nn.utils.rnn.pad_sequence(
+        [canvases[i].reshape(-1).to("cpu", torch.int64) for i in seqs], batch_first=True, padding_value=-1
+    )
+    canvas.masked_fill_(canvas == mask_token_id, -1)
 
-    global_rows = torch.cat([torch.arange(starts[i], starts[i + 1]) for i in seqs]).to(device)
-    every_row = global_rows.numel() == logits.shape[0]  # then global_rows is 0..N-1 in order
+    every_row = sum(row_counts[i] for i in seqs) == logits.shape[0]  # then the rows are 0..N-1 in order
     private = logits if in_place else logits.clone()
-    x = private if every_row else logits[global_rows]  # the rules below work in place on x
+    if every_row:
+        x = private  # the rules below work in place on x
+    else:
+        global_rows = torch.cat([torch.arange(starts[i], starts[i + 1]) for i in seqs]).to(device)
+        x = logits[global_rows]
     allowed = _allowed_mask(vocab, device, rows, chosen)
-    banned = _banned_pairs(vocab, rows, chosen, seq_canvases, seq_prompt_lens, mask_token_id, end_token_ids)
+    banned = _banned_pairs(rows, chosen, canvas, seq_prompt_lens)
     # only rows a rule may empty need the fallback (min_tokens bans touch a few rows of a block)
     masked_rows = [
         r for r in (allowed[0].cpu() if allowed else None, banned[0] if banned else None) if r is not None
@@ -121,7 +200,7 @@ def process_logits(
     guarded = torch.unique(torch.cat(masked_rows)).to(device) if masked_rows else None
     best = x[guarded].argmax(dim=-1, keepdim=True) if guarded is not None else None
 
-    _apply_penalties(x, rows, chosen, seq_canvases, seq_prompt_lens, mask_token_id)
+    _apply_penalties(x, rows, chosen, canvas, seq_prompt_lens)
     _apply_logit_bias(x, rows, chosen)
     if guarded is not None and best is not None:
         best_logit = x[guarded].gather(1, best)
@@ -155,39 +234,28 @@ def _expand_to_rows(pair_seq: torch.Tensor, rows: _Rows) -> tuple[torch.Tensor, 
     return pair_index, rows.row_start[pair_seq][pair_index] + offset
 
 
-def _token_counts(histories: list[torch.Tensor], vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(keys, counts) of the distinct (sequence a, token t) in the histories, key = a * vocab + t.
+def _token_counts(history: torch.Tensor, vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(keys, counts) of the distinct (sequence a, token t) in the [A, L] history, key = a * vocab + t.
 
     Sparse on purpose: a dense [A, vocab] histogram would scale with the vocabulary, the histories do not.
-    Ids outside [0, vocab) (the mask, written as -1) are dropped."""
-    length = max(1, max(h.numel() for h in histories))
-    padded = torch.full((len(histories), length), -1, dtype=torch.int64)
-    for a, history in enumerate(histories):
-        padded[a, : history.numel()] = history
-    valid = (padded >= 0) & (padded < vocab)
-    keys = (torch.arange(len(histories))[:, None] * vocab + padded)[valid]
+    Ids outside [0, vocab) (the mask and the padding, written as -1) are dropped."""
+    valid = (history >= 0) & (history < vocab)
+    keys = (torch.arange(history.shape[0])[:, None] * vocab + history)[valid]
     return torch.unique(keys, sorted=True, return_counts=True)
 
 
 def _apply_penalties(
-    x: torch.Tensor,
-    rows: _Rows,
-    params: list[Any],
-    canvases: list[torch.Tensor],
-    prompt_lens: list[int],
-    mask_token_id: int,
+    x: torch.Tensor, rows: _Rows, rules: list[SeqRules], canvas: torch.Tensor, prompt_lens: torch.Tensor
 ) -> None:
-    repetition = torch.tensor([float(_field(p, "repetition_penalty", 1.0)) for p in params])
-    frequency = torch.tensor([float(_field(p, "frequency_penalty", 0.0)) for p in params])
-    presence = torch.tensor([float(_field(p, "presence_penalty", 0.0)) for p in params])
-    if bool((repetition == 1).all()) and not bool(frequency.any()) and not bool(presence.any()):
+    if all(r.repetition == 1 and r.frequency == 0 and r.presence == 0 for r in rules):
         return
+    repetition = torch.tensor([r.repetition for r in rules])
+    frequency = torch.tensor([r.frequency for r in rules])
+    presence = torch.tensor([r.presence for r in rules])
     vocab = x.shape[1]
-    split = list(zip(canvases, prompt_lens, strict=True))
-    outputs = [c[n:].masked_fill(c[n:] == mask_token_id, -1) for c, n in split]
-    prompts = [c[:n].masked_fill(c[:n] == mask_token_id, -1) for c, n in split]
-    output_keys, output_counts = _token_counts(outputs, vocab)
-    prompt_keys, _ = _token_counts(prompts, vocab)
+    in_output = torch.arange(canvas.shape[1])[None, :] >= prompt_lens[:, None]
+    output_keys, output_counts = _token_counts(canvas.masked_fill(~in_output, -1), vocab)
+    prompt_keys, _ = _token_counts(canvas.masked_fill(in_output, -1), vocab)
     # Only tokens seen in the prompt or the output can change: work on those (row, token) pairs alone.
     seen = torch.unique(torch.cat([output_keys, prompt_keys]), sorted=True)
     if seen.numel() == 0:
@@ -212,17 +280,21 @@ def _apply_penalties(
     x.index_put_(index, values)
 
 
-def _apply_logit_bias(x: torch.Tensor, rows: _Rows, params: list[Any]) -> None:
-    vocab = x.shape[1]
-    pair_seq, pair_token, pair_bias = [], [], []
-    for a, p in enumerate(params):
-        for token, bias in (_field(p, "logit_bias", None) or {}).items():
-            if 0 <= int(token) < vocab:
-                pair_seq.append(a)
-                pair_token.append(int(token))
-                pair_bias.append(min(max(float(bias), -_MAX_ABS_BIAS), _MAX_ABS_BIAS))
+def _pairs(per_seq: list[tuple[int, ...]]) -> tuple[list[int], list[int]]:
+    """(local sequence, item) for every item of every sequence's tuple."""
+    owners: list[int] = []
+    items: list[int] = []
+    for a, values in enumerate(per_seq):
+        owners += [a] * len(values)
+        items += values
+    return owners, items
+
+
+def _apply_logit_bias(x: torch.Tensor, rows: _Rows, rules: list[SeqRules]) -> None:
+    pair_seq, pair_token = _pairs([r.bias_tokens for r in rules])
     if not pair_seq:
         return
+    _, pair_bias = _pairs([r.bias_values for r in rules])
     pair_index, local_row = _expand_to_rows(torch.tensor(pair_seq), rows)
     device = x.device
     token = torch.tensor(pair_token)[pair_index].to(device)
@@ -231,17 +303,13 @@ def _apply_logit_bias(x: torch.Tensor, rows: _Rows, params: list[Any]) -> None:
 
 
 def _allowed_mask(
-    vocab: int, device: torch.device, rows: _Rows, params: list[Any]
+    vocab: int, device: torch.device, rows: _Rows, rules: list[SeqRules]
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(local rows of the restricted sequences, [rows, vocab] bool of their allowed tokens), or None."""
-    restricted = [a for a, p in enumerate(params) if _field(p, "allowed_token_ids", None)]
+    restricted = [a for a, r in enumerate(rules) if r.allowed is not None]
     if not restricted:
         return None
-    pair_seq, pair_token = [], []
-    for r, a in enumerate(restricted):
-        tokens = [int(t) for t in params[a].allowed_token_ids if 0 <= int(t) < vocab]
-        pair_seq += [r] * len(tokens)
-        pair_token += tokens
+    pair_seq, pair_token = _pairs([rules[a].allowed or () for a in restricted])
     keep = torch.zeros(len(restricted), vocab, dtype=torch.bool, device=device)
     keep[torch.tensor(pair_seq, dtype=torch.int64), torch.tensor(pair_token, dtype=torch.int64)] = True
     restricted_t = torch.tensor(restricted)
@@ -251,59 +319,33 @@ def _allowed_mask(
 
 
 def _banned_pairs(
-    vocab: int,
-    rows: _Rows,
-    params: list[Any],
-    canvases: list[torch.Tensor],
-    prompt_lens: list[int],
-    mask_token_id: int,
-    end_token_ids: Sequence[int],
+    rows: _Rows, rules: list[SeqRules], canvas: torch.Tensor, prompt_lens: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(local row, token) pairs forbidden by min_tokens and bad words (CPU), or None if there are none."""
     ban_rows: list[torch.Tensor] = []
     ban_tokens: list[torch.Tensor] = []
 
     # min_tokens: the end tokens of the sequence, on rows deciding a generation index below min_tokens.
-    pair_seq, pair_token = [], []
-    min_tokens = torch.tensor([int(_field(p, "min_tokens", 0)) for p in params], dtype=torch.int64)
-    for a, p in enumerate(params):
-        if min_tokens[a] > 0:
-            ends = [] if _field(p, "ignore_eos", False) else list(end_token_ids)
-            ends += list(_field(p, "stop_token_ids", ()))
-            for token in sorted({int(t) for t in ends if 0 <= int(t) < vocab}):
-                pair_seq.append(a)
-                pair_token.append(token)
+    pair_seq, pair_token = _pairs([r.min_tokens_ends if r.min_tokens > 0 else () for r in rules])
     if pair_seq:
+        min_tokens = torch.tensor([r.min_tokens for r in rules], dtype=torch.int64)
         pair_index, local_row = _expand_to_rows(torch.tensor(pair_seq), rows)
         seq = torch.tensor(pair_seq)[pair_index]
-        generation_index = rows.position[local_row] - torch.tensor(prompt_lens)[seq]
+        generation_index = rows.position[local_row] - prompt_lens[seq]
         early = generation_index < min_tokens[seq]
         ban_rows.append(local_row[early])
         ban_tokens.append(torch.tensor(pair_token)[pair_index][early])
 
     # Bad words: one-token words everywhere, longer ones where the canvas left of the row spells the prefix.
-    single_seq, single_token = [], []
-    multi_seq, multi_prefix, multi_last = [], [], []
-    for a, p in enumerate(params):
-        for word in _field(p, "bad_words_token_ids", ()):
-            word = [int(t) for t in word]
-            if not word or not 0 <= word[-1] < vocab:
-                continue
-            if len(word) == 1:
-                single_seq.append(a)
-                single_token.append(word[0])
-            else:
-                multi_seq.append(a)
-                multi_prefix.append(word[:-1])
-                multi_last.append(word[-1])
+    single_seq, single_token = _pairs([r.single_bad for r in rules])
     if single_seq:
         pair_index, local_row = _expand_to_rows(torch.tensor(single_seq), rows)
         ban_rows.append(local_row)
         ban_tokens.append(torch.tensor(single_token)[pair_index])
+    multi_seq = [a for a, r in enumerate(rules) for _ in r.multi_bad]
     if multi_seq:
-        local_row, token = _bad_word_matches(
-            rows, multi_seq, multi_prefix, multi_last, canvases, mask_token_id
-        )
+        words = [word for r in rules for word in r.multi_bad]
+        local_row, token = _bad_word_matches(rows, multi_seq, words, canvas)
         ban_rows.append(local_row)
         ban_tokens.append(token)
 
@@ -313,25 +355,16 @@ def _banned_pairs(
 
 
 def _bad_word_matches(
-    rows: _Rows,
-    word_seq: list[int],
-    prefixes: list[list[int]],
-    last_tokens: list[int],
-    canvases: list[torch.Tensor],
-    mask_token_id: int,
+    rows: _Rows, word_seq: list[int], words: list[tuple[tuple[int, ...], int]], canvas: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(local row, token) for every multi-token bad word whose prefix sits just left of the row's position."""
-    width = max(len(prefix) for prefix in prefixes)
+    width = max(len(prefix) for prefix, _ in words)
     # Prefixes right-aligned so column `width - 1` is the token just left of the decided position.
-    prefix = torch.full((len(prefixes), width), -1, dtype=torch.int64)
-    used = torch.zeros((len(prefixes), width), dtype=torch.bool)
-    for w, tokens in enumerate(prefixes):
+    prefix = torch.full((len(words), width), -1, dtype=torch.int64)
+    used = torch.zeros((len(words), width), dtype=torch.bool)
+    for w, (tokens, _) in enumerate(words):
         prefix[w, width - len(tokens) :] = torch.tensor(tokens, dtype=torch.int64)
         used[w, width - len(tokens) :] = True
-    length = max(c.numel() for c in canvases)
-    canvas = torch.full((len(canvases), length), -1, dtype=torch.int64)
-    for a, tokens in enumerate(canvases):
-        canvas[a, : tokens.numel()] = tokens.masked_fill(tokens == mask_token_id, -1)
 
     word_index, local_row = _expand_to_rows(torch.tensor(word_seq), rows)
     seq = torch.tensor(word_seq)[word_index]
@@ -339,16 +372,11 @@ def _bad_word_matches(
     before = canvas[seq[:, None], index.clamp(min=0)].masked_fill(index < 0, -1)
     # A mask or a position left of the canvas reads -1, which no prefix token equals.
     matched = ((before == prefix[word_index]) | ~used[word_index]).all(dim=-1)
-    return local_row[matched], torch.tensor(last_tokens)[word_index][matched]
+    return local_row[matched], torch.tensor([last for _, last in words])[word_index][matched]
 
 
-def _apply_min_p(x: torch.Tensor, rows: _Rows, params: list[Any]) -> None:
-    offsets = []
-    for p in params:
-        min_p, temperature = float(_field(p, "min_p", 0.0)), float(_field(p, "temperature", 1.0))
-        # p_i < min_p * p_max  <=>  l_i / T < l_max / T + log(min_p)  <=>  l_i < l_max + T * log(min_p).
-        active = min_p > 0 and temperature > 0
-        offsets.append(temperature * math.log(min(min_p, 1.0)) if active else None)
+def _apply_min_p(x: torch.Tensor, rows: _Rows, rules: list[SeqRules]) -> None:
+    offsets = [r.min_p_offset for r in rules]
     if all(offset is None for offset in offsets):
         return
     row_offset = torch.tensor([math.nan if o is None else o for o in offsets], dtype=x.dtype)[rows.seq_of_row]
@@ -378,6 +406,14 @@ def process_results(
     if not chosen:
         return
     rows = [guided_logits(results[index].logits, seqs[index].params.cfg_scale) for index in chosen]
+    vocab, ends = rows[0].shape[-1], tuple(end_token_ids)
+    rules = []
+    for index in chosen:
+        seq = seqs[index]
+        cached = seq.logits_rules
+        if cached is None or cached.vocab != vocab or cached.end_token_ids != ends:
+            cached = seq.logits_rules = compile_rules(seq.params, vocab, ends)  # once per sequence
+        rules.append(cached)
     processed = process_logits(
         torch.cat(rows) if len(rows) > 1 else rows[0],
         [row.shape[0] for row in rows],
@@ -388,6 +424,7 @@ def process_results(
         mask_token_id,
         end_token_ids,
         in_place=len(rows) > 1,  # torch.cat made a private copy; a single row is a view of the result
+        rules=rules,
     )
     for index, chunk in zip(chosen, processed.split([row.shape[0] for row in rows]), strict=True):
         results[index].logits = chunk.unsqueeze(0)
