@@ -61,12 +61,25 @@ class SDARConfig:
     rope_theta: float
     rms_norm_eps: float
     attention_bias: bool
+    """Biases on q/k/v (Qwen3's attention_bias; Qwen2 always has them)."""
     tie_word_embeddings: bool
     mask_token_id: int | None
     block_size: int
+    qk_norm: bool = True
+    """Per-head q/k RMSNorm (Qwen3); Qwen2-layout families (Fast-dLLM v2) have none."""
+    o_bias: bool | None = None
+    """Bias on o_proj; None = attention_bias (Qwen3). Qwen2 has q/k/v biases and none on o_proj."""
 
     @classmethod
-    def from_hf(cls, hf_config: dict[str, Any]) -> SDARConfig:
+    def from_hf(
+        cls,
+        hf_config: dict[str, Any],
+        *,
+        label: str = "SDAR",
+        qwen2: bool = False,
+        block_size: int | None = None,
+    ) -> SDARConfig:
+        """Qwen3's layout (SDAR), or with `qwen2` Qwen2's (q/k/v biases, no o bias, no q/k norm)."""
         unsupported = {
             "hidden_act": hf_config.get("hidden_act", "silu") != "silu",
             "rope_scaling": bool(hf_config.get("rope_scaling")),
@@ -75,7 +88,7 @@ class SDARConfig:
         for key, refused in unsupported.items():
             if refused:
                 raise VdiffValidationError(
-                    f"SDAR config.json {key}={hf_config[key]!r} is not supported", "model"
+                    f"{label} config.json {key}={hf_config[key]!r} is not supported", "model"
                 )
         hidden, heads = hf_config["hidden_size"], hf_config["num_attention_heads"]
         rope_theta = read_rope_theta(hf_config, 1000000.0)
@@ -89,10 +102,12 @@ class SDARConfig:
             head_dim=hf_config.get("head_dim") or hidden // heads,
             rope_theta=rope_theta,
             rms_norm_eps=float(hf_config.get("rms_norm_eps", 1e-6)),
-            attention_bias=bool(hf_config.get("attention_bias", False)),
+            attention_bias=qwen2 or bool(hf_config.get("attention_bias", False)),
             tie_word_embeddings=bool(hf_config.get("tie_word_embeddings", False)),
             mask_token_id=hf_config.get("mask_token_id"),
-            block_size=sdar_block_size(hf_config),
+            block_size=sdar_block_size(hf_config) if block_size is None else block_size,
+            qk_norm=not qwen2,
+            o_bias=False if qwen2 else None,
         )
 
 
@@ -107,9 +122,9 @@ class SDARAttention(nn.Module):
         self.q_proj = ColumnParallelLinear(hidden, q_size, bias, rows=heads.q_rows)
         self.k_proj = ColumnParallelLinear(hidden, kv_size, bias, rows=heads.kv_rows)
         self.v_proj = ColumnParallelLinear(hidden, kv_size, bias, rows=heads.kv_rows)
-        self.o_proj = RowParallelLinear(q_size, hidden, bias)
-        self.q_norm = RMSNorm(head_dim, config.rms_norm_eps)
-        self.k_norm = RMSNorm(head_dim, config.rms_norm_eps)
+        self.o_proj = RowParallelLinear(q_size, hidden, bias if config.o_bias is None else config.o_bias)
+        self.q_norm = RMSNorm(head_dim, config.rms_norm_eps) if config.qk_norm else nn.Identity()
+        self.k_norm = RMSNorm(head_dim, config.rms_norm_eps) if config.qk_norm else nn.Identity()
 
     def forward(
         self,
