@@ -234,49 +234,36 @@ def _expand_to_rows(pair_seq: torch.Tensor, rows: _Rows) -> tuple[torch.Tensor, 
     return pair_index, rows.row_start[pair_seq][pair_index] + offset
 
 
-def _token_counts(history: torch.Tensor, vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(keys, counts) of the distinct (sequence a, token t) in the [A, L] history, key = a * vocab + t.
-
-    Sparse on purpose: a dense [A, vocab] histogram would scale with the vocabulary, the histories do not.
-    Ids outside [0, vocab) (the mask and the padding, written as -1) are dropped."""
-    valid = (history >= 0) & (history < vocab)
-    keys = (torch.arange(history.shape[0])[:, None] * vocab + history)[valid]
-    return torch.unique(keys, sorted=True, return_counts=True)
-
-
 def _apply_penalties(
     x: torch.Tensor, rows: _Rows, rules: list[SeqRules], canvas: torch.Tensor, prompt_lens: torch.Tensor
 ) -> None:
     if all(r.repetition == 1 and r.frequency == 0 and r.presence == 0 for r in rules):
         return
-    repetition = torch.tensor([r.repetition for r in rules])
-    frequency = torch.tensor([r.frequency for r in rules])
-    presence = torch.tensor([r.presence for r in rules])
     vocab = x.shape[1]
-    in_output = torch.arange(canvas.shape[1])[None, :] >= prompt_lens[:, None]
-    output_keys, output_counts = _token_counts(canvas.masked_fill(~in_output, -1), vocab)
-    prompt_keys, _ = _token_counts(canvas.masked_fill(in_output, -1), vocab)
+    # Sparse on purpose: a dense [A, vocab] histogram would scale with the vocabulary, the canvases do
+    # not. key = a * vocab + t of every in-vocabulary token of sequence a (the mask and padding read -1).
+    valid = (canvas >= 0) & (canvas < vocab)
+    keys = torch.arange(canvas.shape[0])[:, None] * vocab + canvas
     # Only tokens seen in the prompt or the output can change: work on those (row, token) pairs alone.
-    seen = torch.unique(torch.cat([output_keys, prompt_keys]), sorted=True)
+    seen = torch.unique(keys[valid], sorted=True)
     if seen.numel() == 0:
         return
-    count = torch.zeros(seen.numel(), dtype=torch.float32)
-    if output_keys.numel() > 0:
-        where = torch.searchsorted(output_keys, seen).clamp(max=output_keys.numel() - 1)
-        count = torch.where(output_keys[where] == seen, output_counts[where], 0).to(torch.float32)
+    in_output = valid & (torch.arange(canvas.shape[1])[None, :] >= prompt_lens[:, None])
+    count = torch.bincount(torch.searchsorted(seen, keys[in_output]), minlength=seen.numel())
     pair_seq = seen // vocab
     pair_index, local_row = _expand_to_rows(pair_seq, rows)
-    seq = pair_seq[pair_index]
 
     device = x.device
+    factors = torch.tensor([[r.repetition, r.frequency, r.presence] for r in rules])
+    factors = factors[pair_seq[pair_index]].to(device)
     index = (local_row.to(device), (seen % vocab)[pair_index].to(device))
     values = x[index]
     # Neutral values of the other sequences leave their pairs bit-identical (x / 1, x - 0).
-    penalty = repetition[seq].to(device)
+    penalty = factors[:, 0]
     values = torch.where(values > 0, values / penalty, values * penalty)
-    count = count[pair_index].to(device)
-    values = values - frequency[seq].to(device) * count
-    values = values - presence[seq].to(device) * (count > 0)
+    count = count[pair_index].to(device, torch.float32)
+    values = values - factors[:, 1] * count
+    values = values - factors[:, 2] * (count > 0)
     x.index_put_(index, values)
 
 
