@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from checkpoint_factory import (
     make_dream_checkpoint,
+    make_fast_dllm_v2_checkpoint,
     make_llada2_checkpoint,
     make_llada_checkpoint,
     make_llada_moe_checkpoint,
@@ -148,6 +149,10 @@ def test_families_without_tensor_parallelism_and_bad_sizes_are_refused(tmp_path:
     config = EngineConfig(model=str(remote), tensor_parallel_size=2, trust_remote_code=True)
     with pytest.raises(VdiffValidationError, match="remote family has no tensor-parallel implementation"):
         check_parallel_model(config)
+    # Fast-dLLM v2 reuses SDAR's layers, but its class declares no tensor parallelism of its own
+    fast = make_fast_dllm_v2_checkpoint(tmp_path / "fast")
+    with pytest.raises(VdiffValidationError, match="fast_dllm_v2 family has no tensor-parallel"):
+        check_parallel_model(EngineConfig(model=str(fast), tensor_parallel_size=2))
     odd = make_llada_checkpoint(tmp_path / "odd", d_model=48, n_heads=3, n_kv_heads=3)
     with pytest.raises(VdiffValidationError, match="must divide the model's 3 attention heads"):
         check_parallel_model(EngineConfig(model=str(odd), tensor_parallel_size=2))
