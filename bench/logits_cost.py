@@ -194,6 +194,10 @@ class VocabCase:
 
         seqs, requests = self.seqs, self.requests
         for seq, canvas in zip(seqs, self.masked_canvases, strict=True):
+            if (
+                getattr(seq, "params", None) is not params
+            ):  # another request: rules compiled on its first step
+                seq.logits_rules = None
             seq.params, seq.canvas = params, canvas
             seq.needs_logits_processing = needs_processing(params)
             seq.token_logprobs = None if params.logprobs is None else {}
