@@ -87,7 +87,9 @@ INVALID = {
     "min above max": lambda o: o["spec"].update(replicas={"min": 3, "max": 2}),
     "apd without draft": lambda o: o["spec"].update(decoding={"decoding": "apd"}),
     "apd settings without draft": lambda o: o["spec"].update(decoding={"apd": {"kvWindow": 8}}),
-    "oci draft model": lambda o: o["spec"].update(draftModel={"uri": "oci://quay.io/org/qwen:1"}),
+    "oci+native draft model": lambda o: o["spec"].update(
+        draftModel={"uri": "oci+native://quay.io/org/qwen:1"}
+    ),
     "ftp draft model": lambda o: o["spec"].update(draftModel={"uri": "ftp://host/qwen"}),
     "bad monitoring mode": lambda o: o["spec"].update(monitoring={"serviceMonitor": "Always"}),
     "bad route timeout": lambda o: o["spec"].update(route={"timeout": "ten minutes"}),

@@ -2,9 +2,9 @@
 
 KServe's storage initializer fetches only spec.predictor.model.storageUri, so the operator renders the
 draft's fetch itself: s3/gs/http(s) through an extra init container running KServe's storage-initializer
-image with `<uri> <dest dir>` into an emptyDir, pvc:// as a claim volume, hf:// by the server. oci:// is
-refused (KServe makes a modelcar only for the main model). Every rendered object is checked against the
-upstream KServe CRD, and the server flags through the real `vdiff serve` parser.
+image with `<uri> <dest dir>` into an emptyDir, pvc:// as a claim volume, hf:// by the server, oci:// as
+a second modelcar (test_draft_modelcar.py); oci+native/oci+fetch are refused. Every rendered object is
+checked against the upstream KServe CRD, and the server flags through the real `vdiff serve` parser.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ DOWNLOADED = {
     "https": "https://models.example.com/qwen2.5-0.5b.tar.gz",
     "http": "http://minio.models.svc:9000/qwen2.5-0.5b.zip",
 }
-OCI = ["oci://quay.io/org/qwen:0.5b", "oci+native://quay.io/org/qwen:0.5b", "oci+fetch://quay.io/org/q:1"]
+OCI = ["oci+native://quay.io/org/qwen:0.5b", "oci+fetch://quay.io/org/q:1"]
 PLATFORMS = {
     "kubernetes": Platform(),
     "openshift": Platform.openshift(),
@@ -126,7 +126,9 @@ def test_an_hf_draft_is_still_downloaded_by_the_server() -> None:
     assert server_config(model).draft_model == "Qwen/Qwen2.5-0.5B-Instruct"
 
 
-@pytest.mark.parametrize("uri", [*DOWNLOADED.values(), "pvc://drafts/q", "hf://Qwen/Qwen2.5-0.5B"])
+@pytest.mark.parametrize(
+    "uri", [*DOWNLOADED.values(), "pvc://drafts/q", "hf://Qwen/Qwen2.5-0.5B", "oci://quay.io/org/qwen:0.5b"]
+)
 def test_every_draft_scheme_passes_the_crd(uri: str) -> None:
     obj = body(uri)
     assert our_errors(obj) == []
@@ -134,9 +136,9 @@ def test_every_draft_scheme_passes_the_crd(uri: str) -> None:
 
 
 @pytest.mark.parametrize("uri", OCI)
-def test_an_oci_draft_is_refused_by_the_crd_and_the_model_saying_why(uri: str) -> None:
+def test_an_oci_plus_draft_is_refused_by_the_crd_and_the_model_saying_why(uri: str) -> None:
     obj = body(uri)
-    assert our_errors(obj), "the schema would accept an oci:// draft"
+    assert our_errors(obj), "the schema would accept an oci+native/oci+fetch draft"
     cel = cel_errors(crd_schema(load_crd(str(OUR_CRD)), "v1alpha1"), obj)
     assert any(OCI_DRAFT_REFUSAL in error for error in cel), cel
     with pytest.raises(ValidationError, match="modelcar"):

@@ -30,11 +30,11 @@ STORAGE_URI_SCHEMES = (
 )
 DRAFT_DOWNLOAD_SCHEMES = ("s3", "gs", "https", "http")
 """Draft URIs an extra init container fetches with KServe's storage-initializer image (builders/)."""
-DRAFT_URI_SCHEMES = ("hf", "pvc", *DRAFT_DOWNLOAD_SCHEMES)
+DRAFT_URI_SCHEMES = ("hf", "pvc", "oci", *DRAFT_DOWNLOAD_SCHEMES)
+"""oci:// drafts become a second modelcar (builders/modelcar.py)."""
 OCI_DRAFT_REFUSAL = (
-    "draftModel.uri cannot be oci://: KServe's pod webhook makes a modelcar only from "
-    "spec.predictor.model.storageUri (one per pod); several OCI sources need spec.predictor.storageUris, "
-    "which excludes model.storageUri and KServe releases before 0.17. Use hf://, pvc://, s3://, gs:// or https://"
+    "draftModel.uri cannot be oci+native:// or oci+fetch://: the operator renders a draft image only as a "
+    "modelcar sidecar (oci://). Use oci://, hf://, pvc://, s3://, gs:// or https://"
 )
 MAX_NAME_LENGTH = 53
 TENSOR_PARALLEL_ARG = re.compile(r"^(--tensor-parallel-size|-tp)(=|$)")
@@ -82,7 +82,7 @@ class DraftModel(SpecModel):
 
     @model_validator(mode="after")
     def _valid_uri(self) -> DraftModel:
-        if re.match(r"^oci(\+[a-z]+)?://", self.uri):
+        if re.match(r"^oci\+[a-z]+://", self.uri):
             raise ValueError(OCI_DRAFT_REFUSAL)
         _check_uri(self.uri, DRAFT_URI_SCHEMES)
         return self

@@ -7,6 +7,8 @@ from typing import Any
 from vdiff_operator.models import DiffusionModel
 
 DRAFT_MOUNT_PATH = "/mnt/draft-model"
+DRAFT_MODELCAR_LINK = f"{DRAFT_MOUNT_PATH}/models"
+"""Where an oci:// draft's modelcar links its image's /models (builders/modelcar.py)."""
 API_KEYS_MOUNT_PATH = "/etc/vdiff/api-keys"
 API_KEYS_FILE_NAME = "api-keys"
 """With spec.auth.apiKeysSecretRef.key, that data key is mounted as this file (one key per line)."""
@@ -60,6 +62,8 @@ def draft_model_arg(dm: DiffusionModel) -> str | None:
     scheme, _, rest = dm.spec.draft_model.uri.partition("://")
     if scheme == "hf":
         return rest
+    if scheme == "oci":
+        return DRAFT_MODELCAR_LINK
     if scheme != "pvc":
         return DRAFT_MOUNT_PATH
     _claim, _, path = rest.partition("/")

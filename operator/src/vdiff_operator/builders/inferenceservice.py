@@ -7,6 +7,7 @@ from typing import Any
 from vdiff_operator.builders.args import (
     API_KEYS_FILE_NAME,
     API_KEYS_MOUNT_PATH,
+    DRAFT_MODELCAR_LINK,
     DRAFT_MOUNT_PATH,
     model_args,
 )
@@ -22,6 +23,7 @@ from vdiff_operator.builders.common import (
     serving_runtime_name,
 )
 from vdiff_operator.builders.credentials import CredentialMounts, StorageCredentials, storage_credentials
+from vdiff_operator.builders.modelcar import draft_modelcar, draft_modelcar_init
 from vdiff_operator.models import DRAFT_DOWNLOAD_SCHEMES, DiffusionModel
 
 API_VERSION = "serving.kserve.io/v1beta1"
@@ -175,6 +177,14 @@ def build_inference_service(
     initializer = _draft_initializer(dm, platform, mounts)
     if initializer is not None:
         predictor["initContainers"] = [initializer]
+    draft = dm.spec.draft_model
+    if draft is not None and draft.uri.startswith("oci://"):
+        # The draft's emptyDir holds only the link; KServe's own modelcar (main model) keeps its names.
+        predictor["initContainers"] = [draft_modelcar_init(draft.uri)]
+        predictor["containers"] = [
+            draft_modelcar(draft.uri, DRAFT_VOLUME, DRAFT_MOUNT_PATH, DRAFT_MODELCAR_LINK)
+        ]
+        predictor["shareProcessNamespace"] = True
     annotations = {DEPLOYMENT_MODE_ANNOTATION: "RawDeployment", "openshift.io/display-name": display_name(dm)}
     plan = scaling_plan(dm, platform)
     if plan is not None:
