@@ -87,7 +87,8 @@ def reference_logits(checkpoint: Path, ids: list[int]) -> torch.Tensor:
 def published_generate(checkpoint: Path, prompt: list[int], mask_id: int, threshold: float) -> list[int]:
     """generate() at temperature 0, use_block_cache False, recomputing the whole prefix every step."""
     x = list(prompt)
-    x.append(int(reference_logits(checkpoint, x)[-1].argmax()))  # len(prompt) % B == 0
+    if len(prompt) % B == 0:  # else the prompt's partial block is the first (shorter) generated block
+        x.append(int(reference_logits(checkpoint, x)[-1].argmax()))
     while len(x) - len(prompt) < GEN:
         block_start = len(x) // B * B
         x += [mask_id] * (block_start + B - len(x))
@@ -147,9 +148,26 @@ def test_block_decoding_equals_published_generate_without_cache(
         assert tokens == published_generate(checkpoint, prompt, engine.mask_token_id, threshold)
 
 
+def test_partial_prompt_blocks_are_absolute_like_published_generate(
+    checkpoint: Path, engine: LLMEngine
+) -> None:
+    """Prompts of 21 and 43 tokens (not multiples of B) in one batch against generate().
+
+    NVlabs/Fast-dLLM v2 `generate` (reference/block-diffusion.md) prefills only the prompt's full
+    blocks, appends MASKs up to the next multiple of B (so the first generated block is B - P % B long),
+    takes the next block's first token from the finished block's last logit, and stops once the
+    sequence reaches prompt + max_new_tokens: the canvas ends at that length rounded up to a multiple
+    of B from position 0, which is what plan_blocks(align_to_prompt_len=P) lays out."""
+    prompts = [PROMPTS[0][:21], PROMPTS[1][:43]]
+    results = _run(engine, [(prompt, _params(threshold=0.5)) for prompt in prompts])
+    for prompt, tokens in zip(prompts, results, strict=True):
+        assert tokens == published_generate(checkpoint, prompt, engine.mask_token_id, 0.5)
+
+
 @pytest.mark.parametrize("temperature", [0.0, 0.8])
 def test_block_decoding_does_not_depend_on_batching(engine: LLMEngine, temperature: float) -> None:
-    jobs = [(prompt, _params(threshold=0.3, temperature=temperature, seed=3)) for prompt in PROMPTS]
+    prompts = [*PROMPTS, PROMPTS[1][:37]]  # the last one starts mid-block
+    jobs = [(prompt, _params(threshold=0.3, temperature=temperature, seed=3)) for prompt in prompts]
     alone = [_run(engine, [job])[0] for job in jobs]
     assert _run(engine, jobs) == alone
     assert all(len(tokens) == GEN for tokens in alone)

@@ -455,9 +455,10 @@ JOBS = [[5, 6, 7, 8, 9, 10, 11, 12], [40, 41], [100, 3, 9, 27, 31, 77, 12, 50, 5
 def oracle_generate(checkpoint: Path, prompt: list[int], mask_id: int, threshold: float) -> list[int]:
     """LLaDA2's generate() at temperature 0 (argmax), no cache: each step recomputes the sequence up to the
     current block's end; commit every mask with p > threshold, else the single most confident one.
-    The canvas is vdiff's (sequence.plan_blocks): P + ceil(G / B) * B positions. generate() lays out
-    ceil((P + G) / B) * B instead, which differs only in how long the last (partial) block is."""
-    x = prompt + [mask_id] * (-(-GEN // B) * B)
+    The canvas is generate()'s (inclusionAI LLaDA2 modeling `generate`, reference/block-diffusion.md):
+    ceil((P + G) / B) * B positions with blocks at absolute multiples of B, decoding from block P // B,
+    so the prompt's partial block is completed first and the last block is a whole one."""
+    x = prompt + [mask_id] * (-(-(len(prompt) + GEN) // B) * B - len(prompt))
     for block_start in range(len(prompt) // B * B, len(x), B):
         block = range(block_start, min(block_start + B, len(x)))
         while masks := [i for i in block if x[i] == mask_id]:

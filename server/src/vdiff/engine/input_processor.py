@@ -178,6 +178,9 @@ class InputProcessor:
         max_tokens = params.max_tokens
         block = max_tokens if params.block_length is None else min(params.block_length, max_tokens)
         canvas = prompt_len + min(-(-max_tokens // block) * block, self.max_model_len - prompt_len)
+        if params.decoding == "block" and params.block_length is not None:  # absolute blocks (plan_blocks)
+            aligned = -(-(prompt_len + max_tokens) // params.block_length) * params.block_length
+            canvas = min(aligned, max(self.max_model_len, prompt_len + max_tokens))
         if self.max_num_batched_tokens is not None and params.decoding != "block":
             rows = 2 if params.cfg_scale > 0 else 1
             if rows * canvas > self.max_num_batched_tokens:

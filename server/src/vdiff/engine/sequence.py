@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import itertools
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +34,11 @@ class Block:
 
 
 def plan_blocks(
-    max_tokens: int, block_length: int | None, num_steps: int | None, max_generation_len: int
+    max_tokens: int,
+    block_length: int | None,
+    num_steps: int | None,
+    max_generation_len: int,
+    align_to_prompt_len: int | None = None,
 ) -> list[Block]:
     """Lay out the generation canvas and spread the step budget over its blocks.
 
@@ -43,7 +48,14 @@ def plan_blocks(
     - steps default to one per canvas position; they are split evenly over the blocks with the
       remainder going to the earliest blocks, and every block gets at least one step.
     With block_length | max_tokens and num_blocks | steps this is exactly LLaDA's `generate` layout.
+
+    align_to_prompt_len (block-causal models: SDAR, LLaDA2, Fast-dLLM v2) lays the blocks at absolute
+    canvas positions instead: the first block completes the prompt's partial block (it is shorter,
+    block - prompt_len % block), every later block starts at a multiple of block, and the canvas ends at
+    prompt_len + max_tokens rounded up to a multiple of block, as the published generate code does.
     """
+    if align_to_prompt_len is not None and block_length is not None:
+        return _plan_aligned(max_tokens, block_length, num_steps, max_generation_len, align_to_prompt_len)
     block = max_tokens if block_length is None else min(block_length, max_tokens)
     num_blocks = -(-max_tokens // block)
     canvas_len = min(num_blocks * block, max(max_generation_len, max_tokens))
@@ -55,6 +67,21 @@ def plan_blocks(
         steps = max(1, base + (1 if index < remainder else 0))
         blocks.append(Block(start, min(start + block, canvas_len), steps))
     return blocks
+
+
+def _plan_aligned(
+    max_tokens: int, block: int, num_steps: int | None, max_generation_len: int, prompt_len: int
+) -> list[Block]:
+    canvas_end = -(-(prompt_len + max_tokens) // block) * block
+    canvas_len = min(canvas_end - prompt_len, max(max_generation_len, max_tokens))
+    bounds = [0, *range(block - prompt_len % block, canvas_len, block), canvas_len]
+    num_blocks = len(bounds) - 1
+    total_steps = canvas_len if num_steps is None else num_steps
+    base, remainder = divmod(total_steps, num_blocks)
+    return [
+        Block(start, end, max(1, base + (1 if index < remainder else 0)))
+        for index, (start, end) in enumerate(itertools.pairwise(bounds))
+    ]
 
 
 @dataclass(eq=False)
