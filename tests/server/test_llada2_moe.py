@@ -516,3 +516,32 @@ def test_expert_biases_stay_float32_under_a_half_precision_dtype(llada2_checkpoi
     biases = {n: p.dtype for n, p in engine.loaded.model.named_parameters() if n.endswith("expert_bias")}
     weights = {p.dtype for n, p in engine.loaded.model.named_parameters() if not n.endswith("expert_bias")}
     assert biases and set(biases.values()) == {torch.float32} and weights == {torch.bfloat16}
+
+
+def test_llada2_threshold_defaults_to_generates_095(
+    llada2_checkpoint: Path, llada2_engine: LLMEngine
+) -> None:
+    """inclusionAI LLaDA2 modeling `generate(threshold=0.95)` (reference/block-diffusion.md): the family
+    default. A request, --threshold and generation_config.json's `threshold` each override it; a
+    family without a published threshold (LLaDA-MoE here) keeps 0.9."""
+    assert llada2_engine.process_request([1, 2], _params()).params.threshold == 0.95
+    assert llada2_engine.process_request([1, 2], _params(threshold=0.6)).params.threshold == 0.6
+    flagged = LLMEngine(EngineConfig(model=str(llada2_checkpoint), device="cpu", threshold=0.7))
+    assert flagged.process_request([1, 2], _params()).params.threshold == 0.7
+    generation_config = llada2_checkpoint / "generation_config.json"
+    saved = generation_config.read_text() if generation_config.exists() else None
+    config = json.loads(saved) if saved else {}
+    generation_config.write_text(json.dumps(config | {"threshold": 0.8}))
+    try:
+        configured = LLMEngine(EngineConfig(model=str(llada2_checkpoint), device="cpu"))
+        assert configured.process_request([1, 2], _params()).params.threshold == 0.8
+    finally:
+        if saved is None:
+            generation_config.unlink()
+        else:
+            generation_config.write_text(saved)
+
+
+def test_llada_moe_threshold_keeps_the_server_default(llada_moe_checkpoint: Path) -> None:
+    engine = LLMEngine(EngineConfig(model=str(llada_moe_checkpoint), device="cpu"))
+    assert engine.process_request([1, 2], _params()).params.threshold == 0.9

@@ -151,8 +151,9 @@ KNOBS: tuple[Knob, ...] = (
          "published decoder, one step per --diffusion-steps), apd (needs --draft-model) or block (exact "
          "block cache, for block-diffusion models). Default: the family's (block for SDAR), else threshold.",
          "threshold", choices=DECODING_POLICIES, flag="decoding", family_attr="decoding"),
-    Knob("threshold", float, "Confidence threshold of the threshold policy.", low=0, low_open=True, high=1,
-         flag="threshold", flag_default=0.9),
+    Knob("threshold", float, "Confidence threshold of the threshold and block policies. Default: the "
+         "family's (0.95 for LLaDA2, its generate() default), else 0.9.", 0.9, low=0, low_open=True, high=1,
+         flag="threshold", generation_key="threshold", family_attr="threshold"),
     Knob("factor", float, "Fast-dLLM factor rule instead of a fixed threshold (threshold policy).", low=0,
          low_open=True, flag="factor"),
     Knob("canvas_window", int, "Generation positions the threshold policy shows the model, from the current "

@@ -46,6 +46,8 @@ class FamilySpec:
     property of the checkpoint (see for_checkpoint)."""
     decoding: str | None = None
     """The family's decoding policy when the request and the server name none."""
+    threshold: float | None = None
+    """The family's published confidence threshold (the default when nothing else sets one)."""
     architectures: tuple[str, ...] = ()
     """config.json `architectures` that pick this family over another one with the same model_type
     (LLaDA-MoE's dInfer config says `model_type: llada`, like LLaDA-8B)."""
@@ -113,6 +115,7 @@ LLADA2 = FamilySpec(
     block_causal=True,
     block_size_of=llada2_block_size,
     decoding="block",
+    threshold=0.95,
 )
 FAST_DLLM_V2 = FamilySpec(
     name="fast_dllm_v2",
