@@ -165,3 +165,33 @@ async def test_without_the_optional_role_the_draft_has_no_credentials_and_status
         isvc = live(cluster, ISVC, "llada")
         assert draft_env(isvc) == []
         validate_upstream(isvc)
+
+
+def isvc_with_modelcar(emulator: kmock.KubernetesEmulator) -> dict | None:
+    isvc = live(emulator, ISVC, "llada")
+    return isvc if isvc and isvc["spec"]["predictor"].get("containers") else None
+
+
+async def test_an_oci_draft_is_applied_as_a_second_modelcar_without_reading_credentials(
+    cluster: kmock.KubernetesEmulator,  # noqa: F811
+) -> None:
+    """KServe's modelcar rules (pkg/utils/utils.go, see test_draft_modelcar.py): the live InferenceService
+    keeps the draft's sidecar, its pre-fetch init container and shareProcessNamespace; an image needs no
+    storage credentials, so the operator reads no ServiceAccount or Secret."""
+    declare(cluster, KSERVE | CORE)
+    dm = sample()
+    dm["spec"].update(
+        model={"uri": "oci://quay.io/org/llada:8b"}, draftModel={"uri": "oci://quay.io/org/q:1"}
+    )
+    assert await api(cluster, "POST", DMS, dm) < 300
+    async with running_operator():
+        isvc = await eventually(lambda: isvc_with_modelcar(cluster), "the draft's modelcar")
+        validate_upstream(isvc)
+        predictor = isvc["spec"]["predictor"]
+        assert [c["name"] for c in predictor["containers"]] == ["draft-modelcar"]
+        assert [c["name"] for c in predictor["initContainers"]] == ["draft-modelcar-init"]
+        assert predictor["shareProcessNamespace"] is True
+        assert predictor["model"]["storageUri"] == "oci://quay.io/org/llada:8b"
+        assert "--draft-model=/mnt/draft-model/models" in predictor["model"]["args"]
+    plurals = {r.resource.plural for r in list(cluster) if r.resource is not None}
+    assert not plurals & {"serviceaccounts", "secrets"}
