@@ -16,6 +16,7 @@ from bench import gpu_check
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_gpu_check_writes_every_section_at_tiny_shapes(tmp_path: Path) -> None:
     """In its own process, as on the GPU machine: the check asserts that no server module (fastapi,
     uvicorn) was imported, which other tests of this session would have done already."""

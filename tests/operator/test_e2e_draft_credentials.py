@@ -35,7 +35,7 @@ from test_e2e_kmock import (  # the shared cluster fixture records this module's
 )
 from vdiff_operator.builders.inferenceservice import DRAFT_INITIALIZER_NAME
 
-pytestmark = [pytest.mark.timeout(60), pytest.mark.kmock(cls=Emulator)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60), pytest.mark.kmock(cls=Emulator)]
 
 CORE = {
     "v1/serviceaccounts": kmock.ResourceInfo(kind="ServiceAccount", namespaced=True, verbs={"get", "create"}),

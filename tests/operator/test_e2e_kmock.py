@@ -41,7 +41,7 @@ OPENSHIFT = {
 }
 
 
-pytestmark = [pytest.mark.timeout(60), pytest.mark.kmock(cls=Emulator)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60), pytest.mark.kmock(cls=Emulator)]
 
 
 def declare(emulator: kmock.KubernetesEmulator, resources: dict[str, kmock.ResourceInfo]) -> None:
