@@ -1,8 +1,13 @@
 """The decoding policies the benchmark compares: each one is a set of SamplingParams overrides.
 
 Add a row to POLICIES to benchmark a new policy; rows the engine rejects for a model (an unknown
-decoding name, APD without a verifier, a verifier with another tokenizer, ...) are skipped with the
-engine's reason.
+decoding name, APD without a verifier, a verifier with another tokenizer, the block policy on a
+full-attention dLLM, a dual cache on a block-diffusion model, ...) are skipped with the engine's reason.
+
+The `reference` row, the baseline of every speed ratio, is each family's published one-token-per-step
+rule: LLaDA's and Dream's reference decoders over the canvas for the dLLMs, and for block-diffusion
+models (SDAR) the block policy committing the most confident mask of the current block per step with the
+exact cache of finished blocks (SDAR's low_confidence_static; τ = 1 is never exceeded).
 """
 
 from __future__ import annotations
@@ -23,10 +28,25 @@ class Policy:
     verifier: str | None = None
     """APD verifier (a demo model name) the engine must load for this row; None = the model's default.
     The HTTP runs serve one verifier per server, so rows naming another one are engine-only."""
+    block_overrides: dict[str, Any] | None = None
+    """The same rule on a block-diffusion model (block-causal attention), where it differs; None = the
+    overrides as they are."""
+
+    def overrides_for(self, block_diffusion: bool) -> dict[str, Any]:
+        """The SamplingParams overrides of this row on a model of that kind."""
+        if block_diffusion and self.block_overrides is not None:
+            return self.block_overrides
+        return self.overrides
 
 
 POLICIES: tuple[Policy, ...] = (
-    Policy(REFERENCE_POLICY, {"decoding": "reference"}, "family reference decoder, one token per step"),
+    Policy(
+        REFERENCE_POLICY,
+        {"decoding": "reference"},
+        "family reference decoder, one token per step (block-diffusion models: the block policy with "
+        "one token per step per block, SDAR's low_confidence_static, exact block cache)",
+        block_overrides={"decoding": "block", "threshold": 1.0},
+    ),
     Policy(
         "fixed-4-per-step",
         {"decoding": "reference", "steps": 4},
@@ -85,6 +105,30 @@ POLICIES: tuple[Policy, ...] = (
             "kv_cache_vicinity": 0,
         },
         "threshold with Fast-dLLM dual KV cache, block 8",
+    ),
+    Policy(
+        "block-4-per-step",
+        {"decoding": "block", "steps": 4, "threshold": 1.0},
+        "block policy, one step per block: its 4 tokens at once from independent marginals",
+    ),
+    Policy(
+        "block-threshold-0.9",
+        {"decoding": "block", "threshold": 0.9},
+        "block policy: every mask of the block with p > 0.9, at least the most confident one, exact "
+        "block cache (SDAR's low_confidence_dynamic; sdar-demo's serving default)",
+        curve="block-threshold",
+    ),
+    Policy(
+        "block-threshold-0.7",
+        {"decoding": "block", "threshold": 0.7},
+        "block policy, looser threshold",
+        curve="block-threshold",
+    ),
+    Policy(
+        "block-threshold-0.5",
+        {"decoding": "block", "threshold": 0.5},
+        "block policy, loosest threshold of the sweep",
+        curve="block-threshold",
     ),
     Policy(
         "apd-0.7",

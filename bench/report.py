@@ -133,6 +133,7 @@ POLICY_FAMILIES: tuple[tuple[str, str, str], ...] = (
     ("threshold τ", "tab:blue", "o"),
     ("threshold factor", "tab:purple", "D"),
     ("threshold + KV cache", "tab:green", "^"),
+    ("block (exact block cache)", "tab:red", "P"),
     ("APD R", "tab:orange", "v"),
 )
 """(legend label, colour, marker) of each family of policies the plot draws as one series."""
@@ -142,6 +143,8 @@ def policy_family(name: str) -> str:
     """The plot's series of a policy name of bench/policies.py."""
     if name == REFERENCE_POLICY:
         return "reference"
+    if name.startswith("block"):
+        return "block (exact block cache)"
     if name.startswith("apd"):
         return "APD R"
     if name.startswith("fixed"):
@@ -155,7 +158,8 @@ def policy_family(name: str) -> str:
 
 def short_label(name: str) -> str:
     """A point's label inside its family: the swept value (τ, R) and what else differs."""
-    label = re.sub(r"^(threshold|apd|factor)-", "", name)
+    label = re.sub(r"^(block-threshold|threshold|apd|factor)-", "", name)
+    label = label.replace("block-4-per-step", "k=4")
     label = label.replace("-dual-cache-vicinity-", " dual v").replace("-dual-cache", " dual")
     label = (
         label.replace("-prefix-cache", " prefix")
@@ -314,11 +318,34 @@ def _fmt(value: float | None, pattern: str = "{:.2f}") -> str:
     return "–" if value is None else pattern.format(value)
 
 
+def reference_note(results: dict[str, Any]) -> str:
+    """What each model's `reference` row (the baseline of "× ref tok/s") decodes with."""
+    block = [m for m in results["models"] if m in results.get("block_diffusion_models", [])]
+    others = [m for m in results["models"] if m not in block]
+    parts = []
+    if others:
+        parts.append(f"for {', '.join(others)} the family's reference decoder, one token per step")
+    if block:
+        overrides = results["settings"].get("policies_on_block_diffusion_models", {}).get(REFERENCE_POLICY)
+        parts.append(
+            f"for {', '.join(block)} (block diffusion) the block policy at one token per step per block "
+            f"with the exact block cache ({', '.join(f'{k} {v}' for k, v in (overrides or {}).items())})"
+        )
+    return (
+        "× ref tok/s: tokens/s over the same model and transport's `reference` row of this run: "
+        + "; ".join(parts)
+        + "."
+    )
+
+
 def write_report(results: dict[str, Any], json_path: Path) -> str:
     """The plot (.png) and the tables (.md) next to a results JSON; returns the tables."""
     top = str(max(results["settings"]["concurrency"]))
     plot_accuracy_vs_speed(results, json_path.with_suffix(".png"), top)
-    tables = f"{markdown_table(results, top)}\n\n{MULTI_ANSWER_HEADING}\n\n{multi_answer_table(results, top)}"
+    tables = (
+        f"{reference_note(results)}\n\n{markdown_table(results, top)}"
+        f"\n\n{MULTI_ANSWER_HEADING}\n\n{multi_answer_table(results, top)}"
+    )
     json_path.with_suffix(".md").write_text(tables + "\n")
     return tables
 

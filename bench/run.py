@@ -1,11 +1,12 @@
 """Quality/speed benchmark: the task suite through vdiff for every decoding policy.
 
-    python -m bench.run                 # full run: engine + HTTP server, both demo dLLMs
+    python -m bench.run                 # full run: engine + HTTP server, the demo dLLMs and sdar-demo
     python -m bench.run --quick         # a small sample (a couple of minutes on a laptop)
 
 For each model, policy, task and concurrency (1, 4, 16): accuracy, generated tokens/s, model forwards
 per generated token and latency p50/p95; then the same through `vdiff serve` with the openai client.
-Speed is reported as ratios to the reference policy measured in the same run. Writes
+Speed is reported as ratios to the model's reference row measured in the same run (bench/policies.py:
+the family's one-token-per-step rule; for sdar-demo the block policy at one token per step). Writes
 bench/results/<name>.json, <name>.png (accuracy vs tokens/s) and <name>.md (the summary table).
 """
 
@@ -39,6 +40,9 @@ from bench.tasks import TASKS, TaskInstance, eval_set
 
 logger = logging.getLogger("bench.run")
 
+BENCH_RUN_MODELS = (*DIFFUSION_DEMO_MODELS, "sdar-demo")
+"""This benchmark's default models: the demo dLLMs and the block-diffusion demo (SDAR layout, block 4)."""
+
 VERIFIER_DEMO_MODELS = {"dream-demo": "qwen2-ar-mini-demo", "llada-demo": "qwen2-ar-mini-llada-demo"}
 """The small APD verifier (same tokenizer) of each demo dLLM."""
 
@@ -63,10 +67,19 @@ def resolve_model(name: str, draft_model: str | None) -> tuple[Path, Path | None
     return checkpoint_dir(name), verifier
 
 
-def _policy_params(policy: Policy, max_tokens: int):
+def is_block_diffusion(model_dir: Path) -> bool:
+    """Whether the checkpoint's family has block-causal attention (SDAR, LLaDA2, Fast-dLLM v2)."""
+    from vdiff.models.registry import get_family
+
+    config = json.loads((model_dir / "config.json").read_text())
+    return get_family(config.get("model_type"), trust_remote_code=True).block_causal
+
+
+def _policy_params(policy: Policy, max_tokens: int, block_diffusion: bool):
     from vdiff import SamplingParams
 
-    return SamplingParams(max_tokens=max_tokens, temperature=0.0, seed=0, **policy.overrides)
+    overrides = policy.overrides_for(block_diffusion)
+    return SamplingParams(max_tokens=max_tokens, temperature=0.0, seed=0, **overrides)
 
 
 def _cells(runs_by_task: dict[str, dict[int, RunRecord]], concurrencies: list[int]) -> dict[str, Any]:
@@ -123,7 +136,7 @@ def bench_engine(
     probe = next(iter(instances.values()))[0]
     results: dict[str, Any] = {}
     for policy in policies:
-        params = _policy_params(policy, max_tokens)
+        params = _policy_params(policy, max_tokens, is_block_diffusion(model_dir))
         try:
             engine = default_engine
             if policy.verifier is not None:
@@ -176,7 +189,7 @@ def bench_http(
             if policy.verifier is not None:
                 skipped[policy.name] = "engine-only row: the server runs one verifier (--draft-model)"
                 continue
-            body = dict(policy.overrides)
+            body = dict(policy.overrides_for(is_block_diffusion(model_dir)))
             error = probe_policy(base_url, model_name, body, max_tokens)
             if error is not None:
                 skipped[policy.name] = error
@@ -198,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--models", nargs="+", default=list(DIFFUSION_DEMO_MODELS), help="demo names or dirs")
+    parser.add_argument("--models", nargs="+", default=list(BENCH_RUN_MODELS), help="demo names or dirs")
     parser.add_argument("--policies", nargs="*", help="policy names from bench/policies.py (default: all)")
     parser.add_argument("--quick", action="store_true", help="small sample: 6 prompts per task, 2 over HTTP")
     parser.add_argument("--examples", type=int, default=32, help="eval prompts per task (engine)")
@@ -249,6 +262,9 @@ def main(argv: list[str] | None = None) -> None:
             "max_tokens": args.max_tokens,
             "temperature": 0.0,
             "policies": {policy.name: policy.overrides for policy in policies},
+            "policies_on_block_diffusion_models": {
+                policy.name: policy.block_overrides for policy in policies if policy.block_overrides
+            },
             "curves": curves(policies),
         },
         "models": {},
@@ -289,6 +305,8 @@ def main(argv: list[str] | None = None) -> None:
             except (FileNotFoundError, RuntimeError) as error:
                 results["notes"].append(f"HTTP benchmark of {label} skipped: {error}")
         results["models"][label] = transports
+        if is_block_diffusion(model_dir):
+            results.setdefault("block_diffusion_models", []).append(label)
         results["skipped"][label] = skipped
     json_path = args.out_dir / f"{name}.json"
     json_path.write_text(json.dumps(results, indent=2) + "\n")

@@ -1,4 +1,4 @@
-"""The benchmark harness end to end on the shipped LLaDA demo model (tiny sample, no timing checks)."""
+"""The benchmark harness end to end on the shipped demo models (tiny samples, no timing checks)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ def test_engine_benchmark_writes_results_ratios_and_plot(tmp_path: Path) -> None
             "threshold-0.9",
             "apd-0.7",
             "apd-0.7-large-verifier",
+            "block-threshold-0.9",
             "--examples",
             "1",
             "--concurrency",
@@ -35,7 +36,11 @@ def test_engine_benchmark_writes_results_ratios_and_plot(tmp_path: Path) -> None
     )
     results = json.loads((tmp_path / "t.json").read_text())
     assert (tmp_path / "t.png").stat().st_size > 0
-    assert results["settings"]["curves"] == {"threshold": ["threshold-0.9"], "apd": ["apd-0.7"]}
+    assert results["settings"]["curves"] == {
+        "threshold": ["threshold-0.9"],
+        "block-threshold": ["block-threshold-0.9"],
+        "apd": ["apd-0.7"],
+    }
     table = (tmp_path / "t.md").read_text()
     assert "tok/s c=2 ÷ c=1" in table and "| llada-demo | engine | threshold-0.9 |" in table
     multi_rows = table.split("Multi-answer tasks alone")[1]
@@ -45,6 +50,8 @@ def test_engine_benchmark_writes_results_ratios_and_plot(tmp_path: Path) -> None
     # the large verifier has dream-demo's tokenizer: the row is skipped with the engine's reason
     skipped = results["skipped"]["llada-demo"]["engine"]
     assert "does not share the tokenizer" in skipped["apd-0.7-large-verifier"]
+    assert "needs a block-diffusion model" in skipped["block-threshold-0.9"]
+    assert "block_diffusion_models" not in results
     reference = engine[REFERENCE_POLICY]
     assert set(reference["accuracy_per_task"]) == set(TASKS)
     assert reference["vs_reference"]["speed"]["2"]["tokens_per_s"] == pytest.approx(1.0)
@@ -56,11 +63,59 @@ def test_engine_benchmark_writes_results_ratios_and_plot(tmp_path: Path) -> None
     assert reference["accuracy_same_at_every_concurrency"]
 
 
+def test_block_diffusion_model_gets_block_rows_and_its_own_reference(tmp_path: Path) -> None:
+    run.main(
+        [
+            "--models",
+            "sdar-demo",
+            "--policies",
+            "block-4-per-step",
+            "block-threshold-0.9",
+            "threshold-0.9-dual-cache",
+            "--examples",
+            "1",
+            "--concurrency",
+            "1",
+            "2",
+            "--no-http",
+            "--name",
+            "s",
+            "--out-dir",
+            str(tmp_path),
+        ]
+    )
+    results = json.loads((tmp_path / "s.json").read_text())
+    assert results["block_diffusion_models"] == ["sdar-demo"]
+    assert results["settings"]["policies_on_block_diffusion_models"] == {
+        REFERENCE_POLICY: {"decoding": "block", "threshold": 1.0}
+    }
+    engine = results["models"]["sdar-demo"]["engine"]
+    assert set(engine) == {REFERENCE_POLICY, "block-4-per-step", "block-threshold-0.9"}
+    skipped = results["skipped"]["sdar-demo"]["engine"]
+    assert "block-causal model never attends" in skipped["threshold-0.9-dual-cache"]
+    reference, one_step = engine[REFERENCE_POLICY]["overall"]["1"], engine["block-4-per-step"]["overall"]["1"]
+    # one token per step against the whole block per step (4 tokens per forward at most)
+    assert reference["forwards_per_token"] >= 1.0 > one_step["forwards_per_token"] >= 0.25
+    assert engine[REFERENCE_POLICY]["vs_reference"]["speed"]["2"]["tokens_per_s"] == pytest.approx(1.0)
+    assert engine["block-threshold-0.9"]["vs_reference"]["speed"]["2"]["tokens_per_s"] > 0
+    table = (tmp_path / "s.md").read_text()
+    assert "sdar-demo (block diffusion) the block policy at one token per step" in table
+    assert "| sdar-demo | engine | block-threshold-0.9 |" in table
+    assert (tmp_path / "s.png").stat().st_size > 0
+
+
+def test_default_models_include_the_block_diffusion_demo() -> None:
+    assert run.BENCH_RUN_MODELS == ("llada-demo", "dream-demo", "sdar-demo")
+    assert run.is_block_diffusion(run.checkpoint_dir("sdar-demo"))
+    assert not run.is_block_diffusion(run.checkpoint_dir("llada-demo"))
+
+
 def test_every_policy_row_is_valid_sampling_params() -> None:
     from vdiff import SamplingParams
 
     for policy in POLICIES:
         SamplingParams(max_tokens=16, **policy.overrides)
+        SamplingParams(max_tokens=16, **policy.overrides_for(block_diffusion=True))
 
 
 @pytest.mark.slow
