@@ -65,12 +65,57 @@ def batch_prompts(engine, num_requests: int) -> list[list[int]]:
     return [chat_prompt_ids(engine, instance.prompt) for instance in instances]
 
 
-def run_batch(engine, prompts: list[list[int]], params) -> dict[str, Any]:
+class StepProbe:
+    """Times the engine's own rule and logprob functions inside `engine.step()` and counts the forwards'
+    padded positions, so a cell can split its step time into the rules' work and everything else.
+
+    The rules change the answers, so with the threshold policy the batch's sequences drift apart and
+    the forwards differ (other lengths, other padding): that is not the rules' own cost, and these
+    counters tell the two apart within one run."""
+
+    TIMED = ("raw_logits", "process_results", "record_committed")
+
+    def __init__(self, engine) -> None:
+        import vdiff.engine.llm_engine as llm_engine
+
+        self.rules_s = 0.0
+        self.forwards = 0
+        self.query_positions = 0
+        self.key_positions = 0
+        for name in self.TIMED:
+            setattr(llm_engine, name, self._timed(getattr(llm_engine, name)))
+        forward = engine.runner.forward
+
+        def counted(input_ids, position_ids, *args, attention_mask=None, **kwargs):
+            self.forwards += 1
+            self.query_positions += input_ids.numel()
+            if attention_mask is not None:
+                self.key_positions += attention_mask.numel()
+            return forward(input_ids, position_ids, *args, attention_mask=attention_mask, **kwargs)
+
+        engine.runner.forward = counted
+
+    def _timed(self, function):
+        def timed(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.rules_s += time.perf_counter() - started
+
+        return timed
+
+    def snapshot(self) -> tuple[float, int, int, int]:
+        return self.rules_s, self.forwards, self.query_positions, self.key_positions
+
+
+def run_batch(engine, prompts: list[list[int]], params, probe: StepProbe | None = None) -> dict[str, Any]:
     """All prompts added at once, then `engine.step()` until every request finished."""
     for index, prompt_ids in enumerate(prompts):
         engine.add_request(f"logits-cost-{index}", prompt_ids, params)
     steps = 0
     outputs = {}
+    before = probe.snapshot() if probe else (0.0, 0, 0, 0)
     started = time.perf_counter()
     while engine.has_unfinished_requests():
         for output in engine.step():
@@ -78,9 +123,20 @@ def run_batch(engine, prompts: list[list[int]], params) -> dict[str, Any]:
                 outputs[output.request_id] = output
         steps += 1
     wall = time.perf_counter() - started
+    after = probe.snapshot() if probe else (0.0, 0, 0, 0)
+    rules_s, forwards, queries, keys = (b - a for a, b in zip(before, after, strict=True))
     tokens = [list(outputs[f"logits-cost-{i}"].outputs[0].token_ids) for i in range(len(prompts))]
     logprobs = [outputs[f"logits-cost-{i}"].outputs[0].logprobs for i in range(len(prompts))]
-    return {"wall_s": wall, "steps": steps, "tokens": tokens, "has_logprobs": all(lp for lp in logprobs)}
+    return {
+        "wall_s": wall,
+        "steps": steps,
+        "tokens": tokens,
+        "has_logprobs": all(lp for lp in logprobs),
+        "rules_s": rules_s,
+        "forwards": forwards,
+        "query_positions": queries,
+        "key_positions": keys,
+    }
 
 
 def measure_engine(
@@ -99,6 +155,7 @@ def measure_engine(
     info = engine.tokenizer_info
     never = info.bos_token_id if info.bos_token_id is not None else info.pad_token_id
     prompts = batch_prompts(engine, num_requests)
+    probe = StepProbe(engine)
     cells: dict[str, Any] = {}
     for decoding, overrides in decodings.items():
         params = {
@@ -120,14 +177,20 @@ def measure_engine(
         for round_index in range(rounds):
             shift = round_index % len(names)
             for name in names[shift:] + names[:shift]:  # ABC, BCA, CAB, ...
-                samples[name].append(run_batch(engine, prompts, params[name]))
+                samples[name].append(run_batch(engine, prompts, params[name], probe))
         per_config = {}
         for name, runs in samples.items():
             ms_per_step = [1000 * run["wall_s"] / run["steps"] for run in runs]
             generated = sum(len(ids) for ids in runs[0]["tokens"])
+            rules_share = [run["rules_s"] / (run["wall_s"] - run["rules_s"]) for run in runs]
             per_config[name] = {
                 "overrides": {**overrides, **CONFIGURATIONS[name]},
                 "ms_per_step": statistics.median(ms_per_step),
+                "rules_ms_per_step": statistics.median(1000 * run["rules_s"] / run["steps"] for run in runs),
+                "rules_vs_rest_of_step": statistics.median(rules_share),
+                "forwards_per_step": runs[0]["forwards"] / runs[0]["steps"],
+                "query_positions_per_step": runs[0]["query_positions"] / runs[0]["steps"],
+                "key_positions_per_step": runs[0]["key_positions"] / runs[0]["steps"],
                 "ms_per_step_samples": ms_per_step,
                 "steps": runs[0]["steps"],
                 "generated_tokens": generated,
@@ -280,8 +343,9 @@ def markdown(results: dict[str, Any]) -> str:
         f"Engine, {settings['num_requests']} concurrent requests x {settings['max_tokens']} tokens, "
         f"median of {settings['rounds']} interleaved rounds:",
         "",
-        "| model | decoding | configuration | steps | tokens/step | ms/step | × plain (paired) |",
-        "|---|---|---|---|---|---|---|",
+        "| model | decoding | configuration | steps | tokens/step | ms/step | × plain (paired) "
+        "| rules+logprobs code, ms/step | its × rest of step | forwards/step | attention keys/step |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for model, decodings in results["engine"].items():
         for decoding, configs in decodings.items():
@@ -289,7 +353,9 @@ def markdown(results: dict[str, Any]) -> str:
                 lines.append(
                     f"| {model} | {decoding} | {name} | {cell['steps']} | {cell['tokens_per_step']:.2f} "
                     f"| {cell['ms_per_step']:.1f} | {cell['vs_plain']:.3f}× "
-                    f"({cell['vs_plain_paired_median']:.3f}×) |"
+                    f"({cell['vs_plain_paired_median']:.3f}×) | {cell['rules_ms_per_step']:.2f} "
+                    f"| {1 + cell['rules_vs_rest_of_step']:.3f}× | {cell['forwards_per_step']:.2f} "
+                    f"| {cell['key_positions_per_step']:.0f} |"
                 )
     if results.get("vocab"):
         first = results["vocab"][0]

@@ -200,8 +200,7 @@ def process_logits(
     guarded = torch.unique(torch.cat(masked_rows)).to(device) if masked_rows else None
     best = x[guarded].argmax(dim=-1, keepdim=True) if guarded is not None else None
 
-    _apply_penalties(x, rows, chosen, canvas, seq_prompt_lens)
-    _apply_logit_bias(x, rows, chosen)
+    _apply_token_rules(x, rows, chosen, canvas, seq_prompt_lens)
     if guarded is not None and best is not None:
         best_logit = x[guarded].gather(1, best)
         if allowed is not None:
@@ -234,59 +233,69 @@ def _expand_to_rows(pair_seq: torch.Tensor, rows: _Rows) -> tuple[torch.Tensor, 
     return pair_index, rows.row_start[pair_seq][pair_index] + offset
 
 
-def _apply_penalties(
+def _apply_token_rules(
     x: torch.Tensor, rows: _Rows, rules: list[SeqRules], canvas: torch.Tensor, prompt_lens: torch.Tensor
 ) -> None:
-    if all(r.repetition == 1 and r.frequency == 0 and r.presence == 0 for r in rules):
+    """Penalties, then logit_bias, on the (row, token) pairs they can change, in one gather and scatter.
+
+    Sparse on purpose: only tokens of a sequence's history (prompt or committed output) or of its
+    logit_bias change, so the work scales with the canvases, never with [rows, vocab]. A pair key is
+    a * vocab + t for local sequence a and token t; the mask and the padding read -1 and are not keys."""
+    penalised = any(r.repetition != 1 or r.frequency != 0 or r.presence != 0 for r in rules)
+    bias_seq, bias_tokens = _pairs([r.bias_tokens for r in rules])
+    if not penalised and not bias_seq:
         return
-    vocab = x.shape[1]
-    # Sparse on purpose: a dense [A, vocab] histogram would scale with the vocabulary, the canvases do
-    # not. key = a * vocab + t of every in-vocabulary token of sequence a (the mask and padding read -1).
-    valid = (canvas >= 0) & (canvas < vocab)
-    keys = torch.arange(canvas.shape[0])[:, None] * vocab + canvas
-    # Only tokens seen in the prompt or the output can change: work on those (row, token) pairs alone.
-    seen = torch.unique(keys[valid], sorted=True)
-    if seen.numel() == 0:
-        return
-    in_output = valid & (torch.arange(canvas.shape[1])[None, :] >= prompt_lens[:, None])
-    count = torch.bincount(torch.searchsorted(seen, keys[in_output]), minlength=seen.numel())
-    pair_seq = seen // vocab
-    pair_index, local_row = _expand_to_rows(pair_seq, rows)
+    vocab, device = x.shape[1], x.device
+    if penalised:
+        valid = (canvas >= 0) & (canvas < vocab)
+        history = (torch.arange(canvas.shape[0])[:, None] * vocab + canvas)[valid]
+        in_output = (torch.arange(canvas.shape[1])[None, :] >= prompt_lens[:, None]).expand_as(canvas)[valid]
+    else:
+        history, in_output = torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.bool)
+    bias_keys = torch.tensor(bias_seq, dtype=torch.int64) * vocab + torch.tensor(
+        bias_tokens, dtype=torch.int64
+    )
+    keys, inverse = torch.unique(torch.cat([history, bias_keys]), sorted=True, return_inverse=True)
+    num_pairs, num_history = keys.numel(), history.numel()
+    history_pair = inverse[:num_history]
+    seen = torch.bincount(history_pair, minlength=num_pairs) > 0
+    count = torch.bincount(history_pair[in_output], minlength=num_pairs)
+    bias = torch.zeros(num_pairs, dtype=x.dtype)
+    _, bias_values = _pairs([r.bias_values for r in rules])
+    bias.index_put_((inverse[num_history:],), torch.tensor(bias_values, dtype=x.dtype), accumulate=True)
 
-    device = x.device
-    factors = torch.tensor([[r.repetition, r.frequency, r.presence] for r in rules])
-    factors = factors[pair_seq[pair_index]].to(device)
-    index = (local_row.to(device), (seen % vocab)[pair_index].to(device))
-    values = x[index]
-    # Neutral values of the other sequences leave their pairs bit-identical (x / 1, x - 0).
-    penalty = factors[:, 0]
-    values = torch.where(values > 0, values / penalty, values * penalty)
-    count = count[pair_index].to(device, torch.float32)
-    values = values - factors[:, 1] * count
-    values = values - factors[:, 2] * (count > 0)
-    x.index_put_(index, values)
+    pair_seq = keys // vocab
+    factors = torch.tensor([[r.repetition, r.frequency, r.presence] for r in rules], dtype=x.dtype)[pair_seq]
+    repeated = bool((factors[:, 0] != 1).any())
+    # The additive part at once: within float rounding of subtracting each term in turn.
+    offset = bias - factors[:, 1] * count - factors[:, 2] * (count > 0)
+    per_pair = torch.stack([torch.where(seen, factors[:, 0], 1.0), offset], dim=1) if repeated else offset
+    # Every pair applies to every row of its sequence. Rows of a sequence are contiguous, so the j-th
+    # copy of pair p (row row_start + j, token t) has the flat index (row_start * vocab + t) + j * vocab,
+    # i.e. base[p] + i * vocab for the i-th expanded element, with base[p] = first[p] - start[p] * vocab.
+    reps = rows.row_count[pair_seq]
+    starts = torch.cumsum(reps, 0) - reps
+    base = (rows.row_start[pair_seq] - starts) * vocab + keys % vocab
+    flat = (torch.repeat_interleave(base, reps) + torch.arange(int(reps.sum())) * vocab).to(device)
+    table = torch.repeat_interleave(per_pair, reps, dim=0).to(device)
+    flat_x = x.view(-1)
+    values = flat_x[flat]
+    if repeated:
+        penalty = table[:, 0]
+        values = torch.where(values > 0, values / penalty, values * penalty) + table[:, 1]
+    else:
+        values = values + table
+    flat_x[flat] = values
 
 
-def _pairs(per_seq: list[tuple[int, ...]]) -> tuple[list[int], list[int]]:
+def _pairs(per_seq: list[tuple[int, ...]] | list[tuple[float, ...]]) -> tuple[list[int], list]:
     """(local sequence, item) for every item of every sequence's tuple."""
     owners: list[int] = []
-    items: list[int] = []
+    items: list = []
     for a, values in enumerate(per_seq):
         owners += [a] * len(values)
         items += values
     return owners, items
-
-
-def _apply_logit_bias(x: torch.Tensor, rows: _Rows, rules: list[SeqRules]) -> None:
-    pair_seq, pair_token = _pairs([r.bias_tokens for r in rules])
-    if not pair_seq:
-        return
-    _, pair_bias = _pairs([r.bias_values for r in rules])
-    pair_index, local_row = _expand_to_rows(torch.tensor(pair_seq), rows)
-    device = x.device
-    token = torch.tensor(pair_token)[pair_index].to(device)
-    bias = torch.tensor(pair_bias, dtype=x.dtype)[pair_index].to(device)
-    x.index_put_((local_row.to(device), token), bias, accumulate=True)
 
 
 def _allowed_mask(
