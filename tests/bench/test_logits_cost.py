@@ -37,7 +37,16 @@ def test_logits_cost_writes_every_configuration_and_ratio(tmp_path: Path) -> Non
             # ignore_eos: every configuration decodes the same number of tokens
             assert cell["every_request_generated_max_tokens"] and cell["generated_tokens"] == 2 * 8
             assert cell["same_tokens_every_round"]
-            assert cell["logprobs_returned"] == (name == "rules+logprobs")
+            assert cell["logprobs_returned"] == name.endswith("logprobs")
+            # the probe timed the engine's rule functions, which every step calls
+            assert (cell["rules_ms_per_step"] > 0) and (cell["rules_vs_rest_of_step"] >= 0)
+            assert cell["forwards_per_step"] >= 1 and cell["key_positions_per_step"] > 0
+        # faint rules do all the work of the rules and leave the answer (so the forwards) as plain's
+        assert configs["faint rules+logprobs"]["same_tokens_as_plain"]
+        assert (
+            configs["faint rules+logprobs"]["key_positions_per_step"]
+            == configs["plain"]["key_positions_per_step"]
+        )
     assert decodings["reference, 4 steps"]["plain"]["steps"] == 4
     first, last = results["vocab"]
     assert first["min_tokens_active"] and not last["min_tokens_active"]

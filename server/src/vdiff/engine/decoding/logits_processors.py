@@ -169,19 +169,22 @@ def process_logits(
         if positions[i].numel() != row_counts[i]:
             raise ValueError(f"sequence {i}: {positions[i].numel()} positions for {row_counts[i]} rows")
 
-    row_count = torch.tensor([row_counts[i] for i in seqs], dtype=torch.int64)
+    counts = [row_counts[i] for i in seqs]
+    row_start = [0]
+    for count in counts[:-1]:
+        row_start.append(row_start[-1] + count)
     rows = _Rows(
-        row_start=torch.cumsum(row_count, 0) - row_count,
-        row_count=row_count,
-        seq_of_row=torch.repeat_interleave(torch.arange(len(seqs)), row_count),
-        position=torch.cat([positions[i].reshape(-1).to("cpu", torch.int64) for i in seqs]),
+        row_start=torch.tensor(row_start, dtype=torch.int64),
+        row_count=torch.tensor(counts, dtype=torch.int64),
+        seq_of_row=torch.tensor([a for a, n in enumerate(counts) for _ in range(n)], dtype=torch.int64),
+        position=torch.cat([positions[i].reshape(-1) for i in seqs]).to("cpu", torch.int64),
     )
     chosen = [rules[i] for i in seqs]
     seq_prompt_lens = torch.tensor([int(prompt_lens[i]) for i in seqs], dtype=torch.int64)
     # [A, L] canvases, the mask and the padding read -1 (no token)
     canvas = torch.nn.utils.rnn.pad_sequence(
-        [canvases[i].reshape(-1).to("cpu", torch.int64) for i in seqs], batch_first=True, padding_value=-1
-    )
+        [canvases[i].reshape(-1) for i in seqs], batch_first=True, padding_value=-1
+    ).to("cpu", torch.int64)
     canvas.masked_fill_(canvas == mask_token_id, -1)
 
     every_row = sum(row_counts[i] for i in seqs) == logits.shape[0]  # then the rows are 0..N-1 in order
@@ -401,8 +404,15 @@ def process_results(
     chosen = [index for index, seq in enumerate(seqs) if seq.needs_logits_processing]
     if not chosen:
         return
-    rows = [guided_logits(results[index].logits, seqs[index].params.cfg_scale) for index in chosen]
-    vocab, ends = rows[0].shape[-1], tuple(end_token_ids)
+    batched = [results[index].logits for index in chosen]
+    if all(logits.shape[0] == 1 for logits in batched):  # no classifier-free guidance row: no mixing
+        sizes = [logits.shape[1] for logits in batched]
+        joined = torch.cat(batched, dim=1)[0] if len(batched) > 1 else batched[0][0]
+    else:
+        mixed = [guided_logits(results[index].logits, seqs[index].params.cfg_scale) for index in chosen]
+        sizes = [logits.shape[0] for logits in mixed]
+        joined = torch.cat(mixed) if len(mixed) > 1 else mixed[0]
+    vocab, ends = joined.shape[-1], tuple(end_token_ids)
     rules = []
     for index in chosen:
         seq = seqs[index]
@@ -411,16 +421,16 @@ def process_results(
             cached = seq.logits_rules = compile_rules(seq.params, vocab, ends)  # once per sequence
         rules.append(cached)
     processed = process_logits(
-        torch.cat(rows) if len(rows) > 1 else rows[0],
-        [row.shape[0] for row in rows],
+        joined,
+        sizes,
         [seqs[index].params for index in chosen],
         [seqs[index].canvas for index in chosen],
         [seqs[index].prompt_len for index in chosen],
         [requests[index].decided for index in chosen],
         mask_token_id,
         end_token_ids,
-        in_place=len(rows) > 1,  # torch.cat made a private copy; a single row is a view of the result
+        in_place=len(chosen) > 1,  # torch.cat made a private copy; a single one is a view of the result
         rules=rules,
     )
-    for index, chunk in zip(chosen, processed.split([row.shape[0] for row in rows]), strict=True):
-        results[index].logits = chunk.unsqueeze(0)
+    for index, chunk in zip(chosen, processed.unsqueeze(0).split(sizes, dim=1), strict=True):
+        results[index].logits = chunk
