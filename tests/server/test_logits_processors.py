@@ -321,3 +321,12 @@ def test_sequences_with_no_rows_are_skipped() -> None:
     params = [make_params(repetition_penalty=2.0), make_params(logit_bias={0: 50.0})]
     got = process_logits(logits, [0, 2], params, canvases, [2, 1], positions, MASK, [EOS])
     assert got.argmax(dim=-1).tolist() == [0, 0]
+
+
+@pytest.mark.parametrize("penalty", [1e-300, 1e-40, 1e308])
+def test_extreme_repetition_penalty_never_gives_inf_or_nan(penalty: float) -> None:
+    row = [3.0, -3.0, 1.0] + [0.0] * (VOCAB - 3)
+    # tokens 0 and 1 are in the prompt: divided (or multiplied) by a float32 0 or inf
+    got = run_one([row], make_params(repetition_penalty=penalty), [0, 1, MASK], 2, [2])
+    assert not torch.isnan(got).any() and not torch.isposinf(got).any()
+    assert got[0, 2] == 1.0  # an unseen token is untouched

@@ -217,9 +217,6 @@ def process_logits(
         guarded_rows.scatter_(1, best, torch.where(dead, best_logit, guarded_rows.gather(1, best)))
         x[guarded] = guarded_rows
 
-    # an extreme penalty (repetition_penalty 1e-300 divides by an underflowed 0) must not give +inf,
-    # whose softmax is NaN, even after the sampler divides by the smallest temperature
-    x.clamp_(max=torch.finfo(x.dtype).max * MIN_TEMPERATURE)
     _apply_min_p(x, rows, chosen)
     if every_row:
         return x
@@ -288,7 +285,10 @@ def _apply_token_rules(
         values = torch.where(values > 0, values / penalty, values * penalty) + table[:, 1]
     else:
         values = values + table
-    flat_x[flat] = values
+    # an extreme penalty (repetition_penalty 1e-300 divides by an underflowed 0) must not give +inf,
+    # whose softmax is NaN, even after the sampler divides by the smallest temperature; only the
+    # values changed here can have grown
+    flat_x[flat] = values.clamp_(max=torch.finfo(x.dtype).max * MIN_TEMPERATURE)
 
 
 def _pairs(per_seq: list[tuple[int, ...]] | list[tuple[float, ...]]) -> tuple[list[int], list]:
