@@ -70,7 +70,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 SERVER_MODULES = ("fastapi", "uvicorn", "starlette")
 """Absent on the GPU machine: the engine path must not import them."""
 SECTIONS = ("sdpa", "forward", "engine", "compile", "tp")
-POLICIES = ("threshold", "reference")
+POLICIES = ("threshold", "reference", "reference+rules+logprobs")
 GIB = 2**30
 
 
@@ -601,6 +601,12 @@ def fixed_prompts(count: int, length: int, seed: int) -> list[list[int]]:
 
 
 def policy_overrides(name: str, steps: int) -> dict[str, Any]:
+    """reference+rules+logprobs: the reference schedule (the same forwards) with the logits rules and
+    logprobs of bench.logits_cost, so its ms / forward against reference's is what they cost per step."""
+    if name == "reference+rules+logprobs":
+        from bench.logits_cost import RULES
+
+        return {"decoding": "reference", "steps": steps, **RULES, "logprobs": 5}
     if name == "reference":
         return {"decoding": "reference", "steps": steps}
     return {"decoding": "threshold", "threshold": 0.9}
@@ -996,8 +1002,21 @@ def markdown(results: dict[str, Any]) -> str:
     lines += [
         "",
         f"reference: {settings['steps']} fixed steps per request; threshold: τ=0.9 (with random "
-        "weights it commits about one token per step, so its row is a floor).",
+        "weights it commits about one token per step, so its row is a floor); reference+rules+logprobs: "
+        "the reference schedule with penalties, logit_bias, min_p, min_tokens and logprobs 5 "
+        "(bench/logits_cost.py's RULES): its ms / forward over reference's is their cost per step.",
     ]
+    for key, entry in results["models"].items():
+        for eager, mode in entry["modes"].items():
+            engine = mode.get("engine", {})
+            plain, rules = engine.get("reference", {}), engine.get("reference+rules+logprobs", {})
+            for concurrency in settings["concurrency"]:
+                a, b = plain.get(str(concurrency), {}), rules.get(str(concurrency), {})
+                if a.get("ms_per_forward") and b.get("ms_per_forward"):
+                    lines.append(
+                        f"- {key}, enforce_eager={eager}, concurrency {concurrency}: rules + logprobs "
+                        f"{b['ms_per_forward'] / a['ms_per_forward']:.3f}× reference's ms / forward"
+                    )
     for key, entry in results["models"].items():
         row = entry.get("tp")
         if row:

@@ -44,12 +44,16 @@ def test_gpu_check_writes_every_section_at_tiny_shapes(tmp_path: Path) -> None:
             ]
             for canvas in (64, 128):
                 assert f"| {model} | {eager} | 64 | {canvas} |" in table
-            for policy in ("threshold", "reference"):
+            for policy in gpu_check.POLICIES:
                 cells = mode["engine"][policy]
                 for concurrency in ("1", "16", "64"):
                     assert cells[concurrency]["generated_tokens"] == 16 * cells[concurrency]["requests"]
                     assert f"| {model} | {eager} | {policy} | {concurrency} |" in table
             assert mode["engine"]["reference"]["64"]["forwards_per_request"] == 8  # the fixed steps
+            # the rules row runs the reference schedule: the same forwards, so ms / forward compares
+            rules = mode["engine"]["reference+rules+logprobs"]
+            assert rules["overrides"]["logprobs"] == 5 and rules["64"]["forwards_per_request"] == 8
+            assert f"- {model}, enforce_eager={eager}, concurrency 64: rules + logprobs " in table
     for heading in ("## Start-up", "## SDPA", "## One forward", "## Engine tokens/s"):
         assert heading in table
 
