@@ -24,6 +24,7 @@ import yaml
 
 from vdiff.config import EngineConfig
 from vdiff.entrypoints.frontend_args import FrontendArgs, VllmCompatArgs
+from vdiff.entrypoints.vllm_argv import normalize_argv
 from vdiff.errors import VdiffValidationError
 from vdiff.knobs import SERVER_KNOBS
 
@@ -371,7 +372,7 @@ def resolve_serve_args(
     """Layer defaults < YAML < VLLM_* env < VDIFF_* env < flags; raises VdiffValidationError naming the
     flag."""
     environ = os.environ if environ is None else environ
-    namespace = vars(parser.parse_args(list(argv)))
+    namespace = vars(parser.parse_args(normalize_argv(argv)))
     positional = namespace.pop("model_positional", None)
     if positional is not None:
         if "model" in namespace and namespace["model"] != positional:
