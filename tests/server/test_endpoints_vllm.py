@@ -56,7 +56,8 @@ def server(llada_checkpoint: Path, gated: dict[str, GatedEngine]) -> Iterator[Ba
         return gated["engine"]  # type: ignore[return-value]
 
     config = EngineConfig(model=str(llada_checkpoint), served_model_names=NAMES, max_num_seqs=8)
-    with BackgroundServer(config, FrontendArgs(), engine_factory=factory) as background:
+    args = FrontendArgs(enable_tokenizer_info_endpoint=True)
+    with BackgroundServer(config, args, engine_factory=factory) as background:
         yield background
 
 

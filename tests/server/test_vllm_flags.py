@@ -197,6 +197,13 @@ def test_docs_default_is_on_and_cors_is_off_without_flags(llada_checkpoint: Path
     assert response.status_code == 200
     assert "access-control-allow-origin" not in response.headers
     assert "x-request-id" not in response.headers
+    # vLLM registers GET /tokenizer_info only with --enable-tokenizer-info-endpoint
+    # (vllm/entrypoints/serve/tokenize/api_router.py)
+    paths = api_server.build_app(frontend).openapi()["paths"]
+    assert "/tokenizer_info" not in paths and "/tokenize" in paths
+    assert client.get("/tokenizer_info").status_code == 404
+    _, frontend, _ = parse([str(llada_checkpoint), "--enable-tokenizer-info-endpoint"])
+    assert "/tokenizer_info" in api_server.build_app(frontend).openapi()["paths"]
 
 
 def test_prefix_caching_is_accepted_with_one_warning(

@@ -75,6 +75,8 @@ def build_app(args: FrontendArgs) -> FastAPI:
     )
     for router_module in routers:
         app.include_router(router_module.router)
+    if args.enable_tokenizer_info_endpoint:
+        app.include_router(tokenize_router.info_router)
     if not args.disable_ui:
         app.include_router(ui_router.router)
     register_exception_handlers(app)

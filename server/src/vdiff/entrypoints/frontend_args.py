@@ -70,6 +70,9 @@ class FrontendArgs:
     """Add an X-Request-Id header to every response (the request's own X-Request-Id, else a new id)."""
     disable_fastapi_docs: bool = False
     """Do not serve the OpenAPI schema, Swagger UI and ReDoc (/openapi.json, /docs, /redoc)."""
+    enable_tokenizer_info_endpoint: bool = False
+    """Serve GET /tokenizer_info (as vLLM, off by default: it shows the chat template and the rest of the
+    tokenizer's configuration)."""
     disable_ui: bool = False
     """vdiff: do not serve the live canvas page at /ui (docs/live-view.md); the API's stream_canvas stays."""
     trust_request_chat_template: bool = False

@@ -10,6 +10,8 @@ from vdiff.entrypoints.openai.tokenize.protocol import DetokenizeRequest, Tokeni
 from vdiff.entrypoints.server_state import ServerState, get_server_state
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
+info_router = APIRouter(dependencies=[Depends(require_api_key)])
+"""GET /tokenizer_info, only with --enable-tokenizer-info-endpoint (vLLM's serve/tokenize/api_router.py)."""
 
 
 @router.post("/tokenize")
@@ -22,6 +24,6 @@ async def detokenize(body: DetokenizeRequest, state: ServerState = Depends(get_s
     return JSONResponse((await state.tokenization.detokenize(body)).model_dump())
 
 
-@router.get("/tokenizer_info")
+@info_router.get("/tokenizer_info")
 async def tokenizer_info(state: ServerState = Depends(get_server_state)) -> JSONResponse:
     return JSONResponse(state.tokenization.tokenizer_info().model_dump())
