@@ -328,11 +328,24 @@ def test_tool_choice_mistakes_are_400_with_vllms_messages(server: BackgroundServ
     refused(server, "tools", tools=deep_tool, tool_choice="none")
 
 
-def test_auto_needs_the_flags(tmp_path: Path) -> None:
+def test_auto_needs_the_flags_and_none_may_exclude_the_tools(tmp_path: Path) -> None:
     config = EngineConfig(
         model=str(demo_model_path(MODEL)), served_model_names=[MODEL], chat_template=TEMPLATE
     )
-    with BackgroundServer(config, FrontendArgs(tool_call_parser="hermes")) as plain:
+    args = FrontendArgs(tool_call_parser="hermes", exclude_tools_when_tool_choice_none=True)
+    with BackgroundServer(config, args) as plain:
+        # vLLM's serving_chat: tools is None for the template when tool_choice is "none" and the flag is on
+        base = {
+            "model": MODEL,
+            "messages": MESSAGES,
+            "tools": TOOLS,
+            "return_prompt_text": True,
+            "max_tokens": 2,
+        }
+        none = httpx.post(plain.url + CHAT, json={**base, "tool_choice": "none"}, timeout=300).json()
+        assert "<tools>" not in none["prompt_text"]
+        named = httpx.post(plain.url + CHAT, json={**base, "tool_choice": NAMED_ADD}, timeout=300).json()
+        assert "<tools>add weather </tools>" in named["prompt_text"]
         for fields in ({"tools": TOOLS}, {"tools": TOOLS, "tool_choice": "auto"}):
             response = httpx.post(plain.url + CHAT, json={"model": MODEL, "messages": MESSAGES, **fields})
             assert response.status_code == 400

@@ -115,6 +115,7 @@ def init_app_state(engine: EngineClient, state: State, args: FrontendArgs) -> Se
             **serving_kwargs,
             trust_request_chat_template=args.trust_request_chat_template,
             enable_auto_tool_choice=args.enable_auto_tool_choice,
+            exclude_tools_when_tool_choice_none=args.exclude_tools_when_tool_choice_none,
             tool_call_parser=args.tool_call_parser,
         ),
         tokenization=OpenAIServingTokenization(engine, names, **serving_kwargs),

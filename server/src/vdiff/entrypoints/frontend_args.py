@@ -81,6 +81,9 @@ class FrontendArgs:
     enable_auto_tool_choice: bool = False
     """Let tool_choice "auto" (the default when a request sends tools) call tools: the model's free text
     is parsed for calls by --tool-call-parser (without it, "auto" is a 400, as vLLM)."""
+    exclude_tools_when_tool_choice_none: bool = False
+    """With tool_choice "none", do not render the request's tools into the prompt (as vLLM; by default
+    the chat template still shows them)."""
     tool_call_parser: str | None = None
     """The format auto tool calls are parsed from: hermes (<tool_call>{...}</tool_call>, Hermes and the
     Qwen2.5 family, Dream); needed by --enable-auto-tool-choice. "required" and named tool choices need no

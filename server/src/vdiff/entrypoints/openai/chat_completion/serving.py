@@ -58,12 +58,14 @@ class OpenAIServingChat(OpenAIServing):
         *args: Any,
         trust_request_chat_template: bool = False,
         enable_auto_tool_choice: bool = False,
+        exclude_tools_when_tool_choice_none: bool = False,
         tool_call_parser: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.trust_request_chat_template = trust_request_chat_template
         self.enable_auto_tool_choice = enable_auto_tool_choice
+        self.exclude_tools_when_tool_choice_none = exclude_tools_when_tool_choice_none
         self.tool_call_parser = tool_call_parser
 
     async def prepare(self, request: ChatCompletionRequest) -> tuple[str, ChatJob]:
@@ -101,6 +103,8 @@ class OpenAIServingChat(OpenAIServing):
             value = getattr(request, name)
             if value is None:
                 continue
+            if name == "tools" and request.tool_choice == "none" and self.exclude_tools_when_tool_choice_none:
+                continue  # vLLM's serving_chat: tool_dicts = None
             if template is None:
                 template = self.chat_template_text(request.chat_template)
             if not re.search(rf"\b{name}\b", template):
