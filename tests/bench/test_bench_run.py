@@ -63,6 +63,7 @@ def test_engine_benchmark_writes_results_ratios_and_plot(tmp_path: Path) -> None
     assert reference["accuracy_same_at_every_concurrency"]
 
 
+@pytest.mark.slow  # test_block_sdar_demo decodes sdar-demo; the llada-demo run above covers the harness
 def test_block_diffusion_model_gets_block_rows_and_its_own_reference(tmp_path: Path) -> None:
     run.main(
         [

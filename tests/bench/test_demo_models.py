@@ -23,7 +23,17 @@ def test_default_demo_model_is_the_llada_one() -> None:
         demo_model_path("gpt-5")
 
 
-@pytest.mark.parametrize("name", DEMO_MODEL_NAMES)
+LARGER_DEMO_MODELS = ("dream-demo", "qwen2-ar-demo")
+"""The slowest to evaluate; the default llada-demo and the small ones stay in the default run."""
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(name, marks=pytest.mark.slow) if name in LARGER_DEMO_MODELS else name
+        for name in DEMO_MODEL_NAMES
+    ],
+)
 def test_shipped_demo_model_reaches_its_recorded_accuracy(name: str) -> None:
     path = demo_model_path(name)
     assert is_demo_model_available(name), f"{path} has no checkpoint (run `make train-demo`)"

@@ -43,6 +43,7 @@ def test_the_kv_bytes_of_a_position_are_measured_from_the_model() -> None:
     assert kv_bytes_per_token(engine.runner) == expected
 
 
+@pytest.mark.slow  # 2 x 64 requests; preemption also runs in test_sdar and test_structured_engine_policies
 def test_a_tiny_budget_queues_and_preempts_but_every_request_finishes() -> None:
     per_token = bytes_per_token()
     engine = LLMEngine(

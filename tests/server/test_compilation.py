@@ -35,9 +35,8 @@ def _batch(vocab: int, rows: int, length: int, cached: int = 0) -> dict:
     }
 
 
-@pytest.mark.parametrize(
-    "checkpoint", ["llada_checkpoint", pytest.param("dream_checkpoint", marks=pytest.mark.slow)]
-)
+@pytest.mark.slow  # aot_eager on whole models; the fallback and no-KV warm-up tests below run dynamo too
+@pytest.mark.parametrize("checkpoint", ["llada_checkpoint", "dream_checkpoint"])
 def test_dynamo_traces_the_native_models_and_matches_eager_across_shapes(
     checkpoint: str, request: pytest.FixtureRequest
 ) -> None:
@@ -93,6 +92,7 @@ def test_compile_forward_returns_the_module_when_not_compiling(llada_checkpoint:
     assert compile_forward(model, torch.device("cuda"), enforce_eager=True) is model
 
 
+@pytest.mark.slow  # the no-KV-cache warm-up below runs the same warm-up path
 def test_warm_up_compiles_the_full_and_the_cached_forward_before_serving(llada_checkpoint: Path) -> None:
     from vdiff.engine.model_runner import ModelRunner
 

@@ -241,6 +241,7 @@ def cap_address_space() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE_CAP, ADDRESS_SPACE_CAP))
 
 
+@pytest.mark.slow  # a real server subprocess; test_async_engine covers a dead engine in-process
 def test_dead_engine_makes_the_server_exit_non_zero(tmp_path: Path) -> None:
     script = tmp_path / "dying_engine.py"
     script.write_text(DYING_ENGINE_SCRIPT)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator
+from types import ModuleType
 
 import httpx
 import pytest
@@ -14,10 +15,18 @@ from vdiff.entrypoints.frontend_args import FrontendArgs
 from vdiff.entrypoints.launcher import BackgroundServer
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no fetch of the price list at import
-litellm = pytest.importorskip("litellm")
+
+# Importing litellm is slow; test_logprobs_api runs the OpenAI and LangChain clients by default.
+pytestmark = pytest.mark.slow
 
 MODEL = "llada-demo"
 MESSAGES = [{"role": "user", "content": "Add 43 and 5."}]
+
+
+@pytest.fixture(scope="module")
+def litellm() -> ModuleType:
+    """Imported here, not at collection, so a default (not slow) run never pays for it."""
+    return pytest.importorskip("litellm")
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +36,7 @@ def server() -> Iterator[BackgroundServer]:
         yield background
 
 
-def test_chat_logprobs_through_litellm(server: BackgroundServer) -> None:
+def test_chat_logprobs_through_litellm(server: BackgroundServer, litellm: ModuleType) -> None:
     response = litellm.completion(
         model=f"hosted_vllm/{MODEL}", api_base=server.url + "/v1", api_key="unused", messages=MESSAGES,
         logprobs=True, top_logprobs=2, max_tokens=8, temperature=0,
@@ -42,7 +51,7 @@ def test_chat_logprobs_through_litellm(server: BackgroundServer) -> None:
     )
 
 
-def test_completion_logprobs_through_litellm(server: BackgroundServer) -> None:
+def test_completion_logprobs_through_litellm(server: BackgroundServer, litellm: ModuleType) -> None:
     chat = {"model": MODEL, "messages": MESSAGES, "max_tokens": 1, "return_prompt_text": True}
     prompt = httpx.post(server.url + "/v1/chat/completions", json=chat, timeout=60).json()["prompt_text"]
     response = litellm.text_completion(

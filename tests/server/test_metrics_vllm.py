@@ -187,6 +187,7 @@ def wait_idle(server: BackgroundServer) -> dict[str, float]:
         time.sleep(0.05)
 
 
+@pytest.mark.slow  # six 480-step requests; test_api_server covers aborts on disconnect
 def test_abort_before_the_first_output_is_counted(server: BackgroundServer) -> None:
     """A request whose client goes away while it waits in the queue (max_num_seqs=1, busy) is an abort."""
     abort = "vllm:request_success_total{finished_reason=abort}"

@@ -28,7 +28,10 @@ from server.nasty_support import (
 )
 from vdiff.demo import is_demo_model_available
 
-pytestmark = pytest.mark.skipif(not is_demo_model_available(), reason="the demo checkpoint is not installed")
+pytestmark = [
+    pytest.mark.skipif(not is_demo_model_available(), reason="the demo checkpoint is not installed"),
+    pytest.mark.slow,  # a real server subprocess; test_http_hardening sends hostile requests in-process
+]
 
 MODEL = "llada-demo"
 COMPLETIONS = "/v1/completions"

@@ -56,6 +56,7 @@ def loglikelihood(
     return sum(values), greedy
 
 
+@pytest.mark.slow  # 24 scoring requests; test_prompt_scoring ranks the answers in the engine
 def test_lm_eval_style_multiple_choice_ranks_the_right_answer(server: BackgroundServer) -> None:
     right = total = 0
     for instance in eval_set("add", 6) + eval_set("copy", 6):

@@ -111,6 +111,7 @@ def shown_answers(snippet: str) -> list[str]:
     return answers
 
 
+@pytest.mark.slow  # a real `vdiff serve` subprocess (and one interpreter per snippet)
 @pytest.mark.parametrize("index", range(len(curl_blocks())))
 def test_readme_curl_works_as_pasted(url: str, index: int) -> None:
     snippet = curl_blocks()[index]
@@ -130,6 +131,7 @@ def test_readme_curl_works_as_pasted(url: str, index: int) -> None:
         assert answer == expected, f"README shows {expected!r}, the server said {answer!r}"
 
 
+@pytest.mark.slow  # a real `vdiff serve` subprocess (and one interpreter per snippet)
 @pytest.mark.parametrize("index", range(len(python_blocks())))
 def test_readme_python_works_as_pasted(url: str, index: int) -> None:
     snippet = python_blocks()[index]

@@ -13,6 +13,9 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
+
+pytestmark = pytest.mark.slow  # a real server subprocess; test_async_engine drains in-process
 
 GRACE_PERIOD_S = 60
 

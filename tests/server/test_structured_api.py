@@ -40,6 +40,8 @@ pytestmark = pytest.mark.skipif(not is_demo_model_available(), reason="the demo 
 
 MODEL = "llada-demo"
 CHAT, COMPLETIONS = "/v1/chat/completions", "/v1/completions"
+CHAT_SLOW = pytest.param(CHAT, marks=pytest.mark.slow)
+"""For the long refusal tables: the same checks run by default on /v1/completions."""
 ANSWER_SCHEMA = {
     "type": "object",
     "properties": {"answer": {"type": "string", "pattern": "^[0-9]{1,4}$"}, "sure": {"type": "boolean"}},
@@ -167,7 +169,7 @@ def test_structured_outputs_fields_map_onto_the_engine() -> None:
         assert CompletionRequest(prompt="hi", **plain).to_sampling_params(8).structured_outputs is None
 
 
-@pytest.mark.parametrize("path", [COMPLETIONS, CHAT])
+@pytest.mark.parametrize("path", [COMPLETIONS, CHAT_SLOW])
 def test_bad_structured_fields_are_400_naming_the_field(server: BackgroundServer, path: str) -> None:
     schema_format = {"type": "json_schema", "json_schema": {"name": "a", "schema": ANSWER_SCHEMA}}
     assert refused(server, path, "response_format.type", response_format={"type": "bogus"})
@@ -202,7 +204,7 @@ def test_bad_structured_fields_are_400_naming_the_field(server: BackgroundServer
     ok(server, path, guided_decoding_backend="guidance", guided_choice=["48", "49"])
 
 
-@pytest.mark.parametrize("path", [COMPLETIONS, CHAT])
+@pytest.mark.parametrize("path", [COMPLETIONS, CHAT_SLOW])
 def test_malformed_schemas_are_400_never_5xx(server: BackgroundServer, path: str) -> None:
     deep: dict[str, Any] = {"type": "string"}
     for _ in range(70):
@@ -268,6 +270,7 @@ def test_choice_returns_one_of_the_choices(server: BackgroundServer, path: str) 
         assert all(text in choices for text in texts(body))
 
 
+@pytest.mark.slow  # test_structured_engine compares constrained and free accuracy in the engine
 def test_choice_on_the_max_task_is_right_at_least_as_often_as_free_decoding(server: BackgroundServer) -> None:
     """The choices are the prompt's digits: the constraint can only remove wrong answers."""
     cases = eval_set("max", 24)
@@ -347,6 +350,7 @@ def test_langchain_with_structured_output_json_schema(server: BackgroundServer) 
     assert isinstance(result, Answer)
 
 
+@pytest.mark.slow  # importing litellm is slow; both endpoints have OpenAI and LangChain client tests here
 def test_litellm_response_format(server: BackgroundServer) -> None:
     litellm = pytest.importorskip("litellm")
     response = litellm.completion(

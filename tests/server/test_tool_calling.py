@@ -328,6 +328,7 @@ def test_tool_choice_mistakes_are_400_with_vllms_messages(server: BackgroundServ
     refused(server, "tools", tools=deep_tool, tool_choice="none")
 
 
+@pytest.mark.slow  # starts a server of its own
 def test_auto_needs_the_flags_and_none_may_exclude_the_tools(tmp_path: Path) -> None:
     config = EngineConfig(
         model=str(demo_model_path(MODEL)), served_model_names=[MODEL], chat_template=TEMPLATE
