@@ -405,7 +405,9 @@ def test_llada2_logits_match_the_reference_in_a_padded_batch(
         expected = llada2_reference_logits(llada2_checkpoint, prompt)
         torch.testing.assert_close(logits[row, : len(prompt)], expected, atol=1e-4, rtol=1e-4)
     alone = _forward(llada2_model, [PROMPT_B]).logits[0]
-    torch.testing.assert_close(logits[1, : len(PROMPT_B)], alone, atol=1e-5, rtol=1e-5)
+    # float32 rounding only: a padded batch of 2 and a batch of 1 are other GEMM shapes, which some CPUs
+    # accumulate in another order (1.2e-5 seen); token-level batch invariance is the engine test below
+    torch.testing.assert_close(logits[1, : len(PROMPT_B)], alone, atol=5e-5, rtol=1e-4)
 
 
 def test_llada2_cache_of_finished_blocks_is_exact(llada2_model: LLaDA2Model) -> None:
