@@ -24,7 +24,6 @@ from vdiff.config import EngineConfig
 from vdiff.entrypoints import cli as server_cli
 from vdiff.entrypoints.cli_args import make_arg_parser, resolve_serve_args
 from vdiff.entrypoints.frontend_args import VllmCompatArgs
-from vdiff.errors import VdiffValidationError
 from vdiff_operator.builders.servingruntime import BASE_ARGS
 from vdiff_operator.cli import main
 from vdiff_operator.models import TENSOR_PARALLEL_ARG_REFUSAL, DiffusionModel
@@ -83,16 +82,11 @@ def test_gpus_above_one_render_tensor_parallel_args_shm_and_gpu_resources(
 
 
 def test_the_server_accepts_the_rendered_tensor_parallel_size(tmp_path, capsys) -> None:
-    """The server's own check on the parsed flags. Until its tensor-parallel runtime lands, `vdiff serve`
-    refuses -tp > 1 with its "not supported yet" message (cli.NOT_SUPPORTED_YET); after, it must accept it."""
+    """The server's own checks on the flags the operator renders accept -tp 2."""
     runtime, isvc = render(tmp_path, capsys, body(gpus=2))
     values = resolve_serve_args(make_arg_parser(), server_argv(runtime, isvc), environ={}).values
     compat_names = set(VllmCompatArgs.__dataclass_fields__)
     compat = VllmCompatArgs(**{k: v for k, v in values.items() if k in compat_names})
-    if "tensor_parallel_size" in getattr(server_cli, "NOT_SUPPORTED_YET", {}):
-        with pytest.raises(VdiffValidationError, match="--tensor-parallel-size 2 is not supported yet"):
-            server_cli.check_vllm_compat(compat)
-        pytest.skip("vdiff serve accepts -tp 1 only until the tensor-parallel runtime lands (issue 17)")
     server_cli.check_vllm_compat(compat)
     args = resolve_serve_args(make_arg_parser(), server_argv(runtime, isvc), environ={})
     if "tensor_parallel_size" in EngineConfig.field_names():

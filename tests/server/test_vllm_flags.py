@@ -228,6 +228,49 @@ def test_prefix_caching_is_accepted_with_one_warning(
     assert not caplog.records
 
 
+@pytest.mark.parametrize(
+    ("argv", "warning"),
+    [
+        (["--enable-chunked-prefill"], "--enable-chunked-prefill is ignored"),
+        (["--swap-space", "4"], "--swap-space is ignored"),
+        (["--disable-custom-all-reduce"], "--disable-custom-all-reduce is ignored"),
+        (["--no-enable-chunked-prefill", "--swap-space", "0"], None),
+        # the values that mean what vdiff does: accepted without a word
+        (["--distributed-executor-backend", "mp", "-pp", "1", "--kv-cache-dtype", "auto"], None),
+        (["--load-format", "safetensors", "--tokenizer-mode", "hf"], None),
+    ],
+)
+def test_vllm_flags_without_an_effect_warn_once(
+    argv: list[str], warning: str | None, llada_checkpoint: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="vdiff"):
+        parse([str(llada_checkpoint), *argv])
+    messages = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert messages == ([] if warning is None else [messages[0]])
+    if warning is not None:
+        assert warning in messages[0]
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["--distributed-executor-backend", "ray"], "--distributed-executor-backend ray is not supported"),
+        (["--pipeline-parallel-size", "2"], "--pipeline-parallel-size 2 is not supported"),
+        (["-pp", "2"], "use --tensor-parallel-size"),
+        (["--kv-cache-dtype", "fp8"], "--kv-cache-dtype fp8 is not supported"),
+        (["--load-format", "gguf"], "--load-format gguf is not supported"),
+        (["--tokenizer-mode", "mistral"], "--tokenizer-mode mistral is not supported"),
+        (["--reasoning-parser", "deepseek_r1"], "--reasoning-parser deepseek_r1 is not supported"),
+    ],
+)
+def test_vllm_flag_values_vdiff_does_not_implement_exit_2_before_loading(
+    argv: list[str], flag: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()  # empty: had anything tried to load it, the error would be another one
+    assert flag in serve_exit_2([str(model_dir), *argv], capsys)
+
+
 @pytest.mark.parametrize("argv", [["--tensor-parallel-size", "4096"], ["-tp", "4096"]])
 def test_tensor_parallel_beyond_the_devices_is_refused_before_loading(
     argv: list[str], llada_checkpoint: Path, capsys: pytest.CaptureFixture[str]

@@ -31,13 +31,32 @@ NO_MODEL_MESSAGE = (
 SECRET_FIELDS = ("api_key", "hf_token")
 LOGGING_LEVEL_ENV = ("VDIFF_LOGGING_LEVEL", "VLLM_LOGGING_LEVEL")
 """Level of vdiff's own log (default INFO; DEBUG adds the full resolved configuration)."""
-NOT_SUPPORTED_YET: dict[str, str] = {}
-"""vLLM flags (VllmCompatArgs fields) refused with the reason until vdiff implements them."""
 PREFIX_CACHING_WARNING = (
     "--enable-prefix-caching is ignored: a diffusion model attends bidirectionally, so a prompt's KV depends "
     "on the whole canvas and cannot be shared between requests (--kv-cache prefix is the approximate "
     "per-request cache)"
 )
+NO_EFFECT: dict[str, str] = {
+    "enable_prefix_caching": PREFIX_CACHING_WARNING,
+    "enable_chunked_prefill": "--enable-chunked-prefill is ignored: vdiff chunks by model (a block-diffusion "
+    "prompt is prefilled in --max-num-batched-tokens chunks, a bidirectional canvas is forwarded whole)",
+    "swap_space": "--swap-space is ignored: a preempted sequence is recomputed, never swapped to CPU memory",
+    "disable_custom_all_reduce": "--disable-custom-all-reduce is ignored: tensor parallel all-reduces "
+    "through torch.distributed (NCCL, gloo) only",
+}
+"""vLLM flags (VllmCompatArgs fields) accepted with one warning when set (not for a false or zero value)."""
+ACCEPTED_VALUES: dict[str, tuple[tuple[object, ...], str]] = {
+    "distributed_executor_backend": (
+        ("mp", "uni"),
+        "vdiff starts its tensor-parallel ranks as processes (mp)",
+    ),
+    "pipeline_parallel_size": ((1,), "pipeline parallelism is not implemented; use --tensor-parallel-size"),
+    "kv_cache_dtype": (("auto",), "the KV cache is stored in the model's dtype"),
+    "load_format": (("auto", "safetensors"), "weights are read from safetensors files"),
+    "tokenizer_mode": (("auto", "hf"), "the Hugging Face (fast) tokenizer is used"),
+    "reasoning_parser": ((), "no reasoning parser is implemented (reasoning stays in the content)"),
+}
+"""vLLM flags accepted with the values that mean what vdiff does, else refused (exit 2) with the reason."""
 
 
 def demo_model() -> tuple[str, str] | None:
@@ -178,16 +197,19 @@ def _check_middleware(frontend: FrontendArgs) -> None:
 
 
 def check_vllm_compat(compat: VllmCompatArgs) -> None:
-    """vLLM flags without an effect here get one warning; those other issues will implement are refused."""
-    if compat.enable_prefix_caching:
-        logger.warning(PREFIX_CACHING_WARNING)
-    harmless: dict[str, tuple[object, ...]] = {}
-    for name, reason in NOT_SUPPORTED_YET.items():
+    """vLLM flags without an effect here get one warning; values vdiff does not implement are refused."""
+    for name, warning in NO_EFFECT.items():
+        if getattr(compat, name):
+            logger.warning(warning)
+    for name, (accepted, reason) in ACCEPTED_VALUES.items():
         value = getattr(compat, name)
-        if value in harmless.get(name, (None,)):
+        if value is None or value in accepted:
             continue
         flag = "--" + name.replace("_", "-")
-        raise VdiffValidationError(f"{flag} {value} is not supported yet: {reason}", flag)
+        shown = ", ".join(str(v) for v in accepted)
+        raise VdiffValidationError(
+            f"{flag} {value} is not supported: {reason}" + (f" (accepted: {shown})" if shown else ""), flag
+        )
 
 
 def summarize_configuration(config: EngineConfig) -> str:

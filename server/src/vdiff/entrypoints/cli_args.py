@@ -30,7 +30,7 @@ from vdiff.knobs import SERVER_KNOBS
 
 ENV_PREFIX = "VDIFF_"
 FLAG_CLASSES = (EngineConfig, FrontendArgs, VllmCompatArgs)
-SHORT_FLAGS = {"quantization": ("-q",), "tensor_parallel_size": ("-tp",)}
+SHORT_FLAGS = {"quantization": ("-q",), "tensor_parallel_size": ("-tp",), "pipeline_parallel_size": ("-pp",)}
 VLLM_ENV = {
     "api_key": "VLLM_API_KEY",
     "log_stats_interval": "VLLM_LOG_STATS_INTERVAL",

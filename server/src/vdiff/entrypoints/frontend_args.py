@@ -152,6 +152,28 @@ class VllmCompatArgs:
     """vLLM's cross-request prefix cache. Accepted with a warning: a bidirectional diffusion model's prompt
     KV depends on the whole canvas, so no exact cache can be shared between requests (--kv-cache prefix is
     the approximate per-request one)."""
+    enable_chunked_prefill: bool | None = None
+    """vLLM's chunked prefill. Accepted with a warning: vdiff chunks by model (block-diffusion prompts in
+    --max-num-batched-tokens chunks, a bidirectional canvas whole)."""
+    swap_space: float | None = None
+    """vLLM's CPU swap space (GiB) for preempted requests. Accepted with a warning: a preempted sequence is
+    recomputed, never swapped."""
+    disable_custom_all_reduce: bool | None = None
+    """vLLM's switch for its custom all-reduce kernel. Accepted with a warning: tensor parallel all-reduces
+    through torch.distributed (NCCL, gloo) only."""
+    distributed_executor_backend: str | None = None
+    """How vLLM starts its ranks: mp (processes, what vdiff's -tp does) and uni are accepted; ray and
+    external_launcher exit 2."""
+    pipeline_parallel_size: int | None = None
+    """vLLM's pipeline parallelism: 1 is accepted; more exits 2 (use --tensor-parallel-size)."""
+    kv_cache_dtype: str | None = None
+    """The KV cache's dtype: auto (the model's dtype, which vdiff stores) is accepted; fp8 variants exit 2."""
+    load_format: str | None = None
+    """How vLLM reads the weights: auto and safetensors are accepted; other formats exit 2."""
+    tokenizer_mode: str | None = None
+    """The tokenizer implementation: auto and hf are accepted; slow, mistral and custom exit 2."""
+    reasoning_parser: str | None = None
+    """vLLM's reasoning-content parser: exits 2 (no reasoning parser is implemented)."""
 
 
 def bind_socket(args: FrontendArgs) -> socket.socket:
