@@ -330,3 +330,21 @@ def test_extreme_repetition_penalty_never_gives_inf_or_nan(penalty: float) -> No
     got = run_one([row], make_params(repetition_penalty=penalty), [0, 1, MASK], 2, [2])
     assert not torch.isnan(got).any() and not torch.isposinf(got).any()
     assert got[0, 2] == 1.0  # an unseen token is untouched
+
+
+def test_non_contiguous_logits_are_processed_like_contiguous_ones() -> None:
+    logits = torch.randn(VOCAB, 3).t()  # [3, VOCAB], not contiguous
+    assert not logits.is_contiguous()
+    params = make_params(repetition_penalty=1.5, logit_bias={4: 2.0}, frequency_penalty=0.3)
+    args = (
+        [3],
+        [params],
+        [torch.tensor([1, 2, MASK, MASK, MASK])],
+        [2],
+        [torch.tensor([2, 3, 4])],
+        MASK,
+        [EOS],
+    )
+    want = process_logits(logits.contiguous(), *args)
+    assert torch.equal(process_logits(logits, *args), want)
+    assert torch.equal(process_logits(logits.clone(), *args, in_place=True), want)

@@ -188,7 +188,9 @@ def process_logits(
     canvas.masked_fill_(canvas == mask_token_id, -1)
 
     every_row = sum(row_counts[i] for i in seqs) == logits.shape[0]  # then the rows are 0..N-1 in order
-    private = logits if in_place else logits.clone()
+    if in_place and not logits.is_contiguous():
+        in_place = False  # the rules index the flat storage: work on a contiguous copy
+    private = logits if in_place else logits.clone(memory_format=torch.contiguous_format)
     if every_row:
         x = private  # the rules below work in place on x
     else:
@@ -266,7 +268,7 @@ def _apply_token_rules(
 
     pair_seq = keys // vocab
     factors = torch.tensor([[r.repetition, r.frequency, r.presence] for r in rules], dtype=x.dtype)[pair_seq]
-    repeated = bool((factors[:, 0] != 1).any())
+    repeated = any(r.repetition != 1 for r in rules)  # no tensor op (and no sync) to find out
     # The additive part at once: within float rounding of subtracting each term in turn.
     offset = bias - factors[:, 1] * count - factors[:, 2] * (count > 0)
     per_pair = torch.stack([torch.where(seen, factors[:, 0], 1.0), offset], dim=1) if repeated else offset
